@@ -2,6 +2,7 @@
 #include "bus.h"
 
 #include <nats/nats.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,14 @@ struct bus {
 	const struct config *cfg; /* settings (not owned) */
 	natsConnection *nc;       /* the connection */
 	jsCtx *js;                /* JetStream context on nc */
+	int publish_failed;       /* async publishes nats.c reported failed (its thread) */
+	char publish_err[256];    /* text of the last failure */
+	pthread_mutex_t lock;     /* guards publish_failed / publish_err */
+};
+
+struct bus_sub {
+	natsSubscription *sub; /* the subscription */
+	int pull;              /* JetStream pull consumer */
 };
 
 /* Per stream: name suffix, subject token, work queue or not, durable consumer name. */
@@ -45,6 +54,21 @@ set_nats_err(char *err, size_t errlen, const char *what, natsStatus s, jsErrCode
 		         detail != NULL && strcmp(detail, natsStatus_GetText(s)) != 0 ? ": " : "",
 		         detail != NULL && strcmp(detail, natsStatus_GetText(s)) != 0 ? detail
 		                                                                      : "");
+}
+
+/* nats.c calls this on its own thread when a JetStream publish was refused or lost. */
+static void
+on_publish_error(jsCtx *js, jsPubAckErr *pae, void *closure)
+{
+	struct bus *b = closure;
+
+	(void)js;
+	pthread_mutex_lock(&b->lock);
+	b->publish_failed++;
+	snprintf(b->publish_err, sizeof(b->publish_err), "%s (JetStream error %d)",
+	         pae->ErrText != NULL ? pae->ErrText : natsStatus_GetText(pae->Err),
+	         (int)pae->ErrCode);
+	pthread_mutex_unlock(&b->lock);
 }
 
 enum status
@@ -89,16 +113,28 @@ bus_connect(struct bus **out, const struct config *cfg, char *err, size_t errlen
 		st = s == NATS_NO_SERVER || s == NATS_TIMEOUT ? STATUS_UNAVAILABLE : STATUS_NATS;
 		goto cleanup;
 	}
-	s = natsConnection_JetStream(&js, nc, NULL);
-	if (s != NATS_OK) {
-		set_nats_err(err, errlen, "JetStream context", s, 0);
-		st = STATUS_NATS;
-		goto cleanup;
-	}
 	b = calloc(1, sizeof(*b));
 	if (b == NULL) {
 		snprintf(err, errlen, "out of memory");
 		st = STATUS_NOMEM;
+		goto cleanup;
+	}
+	pthread_mutex_init(&b->lock, NULL);
+	{
+		jsOptions jo;
+
+		jsOptions_Init(&jo);
+		jo.PublishAsync.ErrHandler = on_publish_error;
+		jo.PublishAsync.ErrHandlerClosure = b;
+		jo.PublishAsync.MaxPending = 65536;
+		s = natsConnection_JetStream(&js, nc, &jo);
+	}
+	if (s != NATS_OK) {
+		set_nats_err(err, errlen, "JetStream context", s, 0);
+		st = STATUS_NATS;
+		pthread_mutex_destroy(&b->lock);
+		free(b);
+		b = NULL;
 		goto cleanup;
 	}
 	b->cfg = cfg;
@@ -122,6 +158,7 @@ bus_close(struct bus *b)
 	jsCtx_Destroy(b->js);
 	natsConnection_Close(b->nc);
 	natsConnection_Destroy(b->nc);
+	pthread_mutex_destroy(&b->lock);
 	free(b);
 }
 
@@ -379,6 +416,393 @@ bus_ping(struct bus *b, char *err, size_t errlen)
 	if (s != NATS_OK) {
 		set_nats_err(err, errlen, "NATS", s, 0);
 		return STATUS_UNAVAILABLE;
+	}
+	return STATUS_OK;
+}
+
+/* ---- messages ---- */
+
+static natsMsg *
+nm(const struct bus_msg *m)
+{
+	return (natsMsg *)m;
+}
+
+enum status
+bus_subscribe(struct bus *b, const char *subject, const char *queue, struct bus_sub **out,
+              char *err, size_t errlen)
+{
+	struct bus_sub *sub = calloc(1, sizeof(*sub));
+	natsStatus s;
+
+	if (sub == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return STATUS_NOMEM;
+	}
+	if (queue != NULL)
+		s = natsConnection_QueueSubscribeSync(&sub->sub, b->nc, subject, queue);
+	else
+		s = natsConnection_SubscribeSync(&sub->sub, b->nc, subject);
+	if (s == NATS_OK)
+		s = natsSubscription_SetPendingLimits(sub->sub, 1000000, 1024 * 1024 * 1024);
+	if (s != NATS_OK) {
+		char what[300];
+
+		snprintf(what, sizeof(what), "subscribing to %s", subject);
+		set_nats_err(err, errlen, what, s, 0);
+		natsSubscription_Destroy(sub->sub);
+		free(sub);
+		return STATUS_NATS;
+	}
+	*out = sub;
+	return STATUS_OK;
+}
+
+enum status
+bus_pull_subscribe(struct bus *b, enum bus_stream which, struct bus_sub **out, char *err,
+                   size_t errlen)
+{
+	struct bus_sub *sub;
+	jsSubOptions so;
+	jsErrCode jerr = 0;
+	char stream[96];
+	char subject[160];
+	natsStatus s;
+
+	if (streams[which].consumer == NULL) {
+		snprintf(err, errlen, "stream %s has no sagad consumer", streams[which].suffix);
+		return STATUS_INVALID;
+	}
+	sub = calloc(1, sizeof(*sub));
+	if (sub == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return STATUS_NOMEM;
+	}
+	bus_stream_name(b, which, stream, sizeof(stream));
+	snprintf(subject, sizeof(subject), "%s.%s.>", b->cfg->subject_prefix, streams[which].token);
+	jsSubOptions_Init(&so);
+	so.Stream = stream;
+	so.Consumer = streams[which].consumer;
+	s = js_PullSubscribe(&sub->sub, b->js, subject, streams[which].consumer, NULL, &so, &jerr);
+	if (s != NATS_OK) {
+		char what[200];
+
+		snprintf(what, sizeof(what), "binding to consumer %s on %s",
+		         streams[which].consumer, stream);
+		set_nats_err(err, errlen, what, s, jerr);
+		free(sub);
+		return STATUS_NATS;
+	}
+	sub->pull = 1;
+	*out = sub;
+	return STATUS_OK;
+}
+
+void
+bus_unsubscribe(struct bus_sub *sub)
+{
+	if (sub == NULL)
+		return;
+	if (!sub->pull)
+		natsSubscription_Unsubscribe(sub->sub);
+	natsSubscription_Destroy(sub->sub);
+	free(sub);
+}
+
+enum status
+bus_next(struct bus_sub *sub, int timeout_ms, struct bus_msg **msg)
+{
+	natsMsg *m = NULL;
+	natsStatus s = natsSubscription_NextMsg(&m, sub->sub, timeout_ms);
+
+	if (s == NATS_TIMEOUT)
+		return STATUS_TIMEOUT;
+	if (s != NATS_OK)
+		return STATUS_NATS;
+	*msg = (struct bus_msg *)m;
+	return STATUS_OK;
+}
+
+enum status
+bus_fetch(struct bus_sub *sub, int max, int timeout_ms, struct bus_msg **msgs, int *n, char *err,
+          size_t errlen)
+{
+	natsMsgList list = {0};
+	jsFetchRequest req;
+	jsErrCode jerr = 0;
+	natsStatus s;
+
+	*n = 0;
+	jsFetchRequest_Init(&req);
+	req.Batch = max;
+	if (timeout_ms <= 0) {
+		req.NoWait = true;
+		req.Expires = 0;
+	} else {
+		req.Expires = (int64_t)timeout_ms * NS_PER_MS;
+	}
+	s = natsSubscription_FetchRequest(&list, sub->sub, &req);
+	if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND ||
+	    (s != NATS_OK && list.Count == 0 && (jerr == 0 || jerr == 404))) {
+		natsMsgList_Destroy(&list);
+		if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND)
+			return STATUS_OK;
+		set_nats_err(err, errlen, "fetching", s, jerr);
+		return s == NATS_CONNECTION_CLOSED || s == NATS_CONNECTION_DISCONNECTED
+		               ? STATUS_UNAVAILABLE
+		               : STATUS_NATS;
+	}
+	for (int i = 0; i < list.Count && i < max; i++) {
+		msgs[(*n)++] = (struct bus_msg *)list.Msgs[i];
+		list.Msgs[i] = NULL; /* ownership moves to the caller */
+	}
+	natsMsgList_Destroy(&list);
+	return STATUS_OK;
+}
+
+const uint8_t *
+bus_msg_data(const struct bus_msg *m)
+{
+	return (const uint8_t *)natsMsg_GetData(nm(m));
+}
+
+size_t
+bus_msg_len(const struct bus_msg *m)
+{
+	return (size_t)natsMsg_GetDataLength(nm(m));
+}
+
+const char *
+bus_msg_subject(const struct bus_msg *m)
+{
+	return natsMsg_GetSubject(nm(m));
+}
+
+const char *
+bus_msg_reply(const struct bus_msg *m)
+{
+	return natsMsg_GetReply(nm(m));
+}
+
+const char *
+bus_msg_header(struct bus_msg *m, const char *name)
+{
+	const char *v = NULL;
+
+	if (natsMsgHeader_Get(nm(m), name, &v) != NATS_OK)
+		return NULL;
+	return v;
+}
+
+/* Append s as a JSON string (escaped) at *pos; stops short of the end. */
+static void
+json_string(char *out, size_t outlen, size_t *pos, const char *s)
+{
+	if (*pos + 2 >= outlen)
+		return;
+	out[(*pos)++] = '"';
+	for (; *s != '\0' && *pos + 8 < outlen; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\') {
+			out[(*pos)++] = '\\';
+			out[(*pos)++] = (char)c;
+		} else if (c < 0x20) {
+			*pos += (size_t)snprintf(out + *pos, outlen - *pos, "\\u%04x", c);
+		} else {
+			out[(*pos)++] = (char)c;
+		}
+	}
+	out[(*pos)++] = '"';
+}
+
+void
+bus_msg_headers_json(struct bus_msg *m, char *out, size_t outlen)
+{
+	const char **keys = NULL;
+	int count = 0;
+	size_t pos = 0;
+
+	out[pos++] = '{';
+	if (natsMsgHeader_Keys(nm(m), &keys, &count) == NATS_OK) {
+		for (int i = 0; i < count && pos + 16 < outlen; i++) {
+			const char *v = NULL;
+
+			if (natsMsgHeader_Get(nm(m), keys[i], &v) != NATS_OK || v == NULL)
+				v = "";
+			if (i > 0)
+				out[pos++] = ',';
+			json_string(out, outlen - 2, &pos, keys[i]);
+			out[pos++] = ':';
+			json_string(out, outlen - 2, &pos, v);
+		}
+		free((void *)keys);
+	}
+	out[pos++] = '}';
+	out[pos] = '\0';
+}
+
+void
+bus_msg_stream_seq(struct bus_msg *m, char *out, size_t outlen)
+{
+	jsMsgMetaData *meta = NULL;
+
+	out[0] = '\0';
+	if (natsMsg_GetMetaData(&meta, nm(m)) != NATS_OK)
+		return;
+	snprintf(out, outlen, "%s:%llu", meta->Stream, (unsigned long long)meta->Sequence.Stream);
+	jsMsgMetaData_Destroy(meta);
+}
+
+uint64_t
+bus_msg_delivered(struct bus_msg *m)
+{
+	jsMsgMetaData *meta = NULL;
+	uint64_t n;
+
+	if (natsMsg_GetMetaData(&meta, nm(m)) != NATS_OK)
+		return 0;
+	n = meta->NumDelivered;
+	jsMsgMetaData_Destroy(meta);
+	return n;
+}
+
+void
+bus_ack(struct bus_msg *m)
+{
+	natsMsg_Ack(nm(m), NULL);
+}
+
+void
+bus_term(struct bus_msg *m)
+{
+	natsMsg_Term(nm(m), NULL);
+}
+
+void
+bus_nak(struct bus_msg *m, int64_t delay_ms)
+{
+	natsMsg_NakWithDelay(nm(m), delay_ms, NULL);
+}
+
+void
+bus_msg_free(struct bus_msg *m)
+{
+	natsMsg_Destroy(nm(m));
+}
+
+static natsStatus
+build_msg(natsMsg **out, const char *subject, const char *reply, const struct bus_header *headers,
+          int n_headers, const uint8_t *data, size_t len)
+{
+	natsStatus s = natsMsg_Create(out, subject, reply, (const char *)data, (int)len);
+
+	for (int i = 0; s == NATS_OK && i < n_headers; i++) {
+		if (headers[i].value != NULL && headers[i].value[0] != '\0')
+			s = natsMsgHeader_Set(*out, headers[i].name, headers[i].value);
+	}
+	if (s != NATS_OK) {
+		natsMsg_Destroy(*out);
+		*out = NULL;
+	}
+	return s;
+}
+
+enum status
+bus_respond(struct bus *b, struct bus_msg *request, const struct bus_header *headers, int n_headers,
+            const uint8_t *data, size_t len)
+{
+	const char *reply = bus_msg_reply(request);
+	natsMsg *m = NULL;
+	natsStatus s;
+
+	if (reply == NULL || reply[0] == '\0')
+		return STATUS_INVALID; /* fire-and-forget request: nobody to answer */
+	s = build_msg(&m, reply, NULL, headers, n_headers, data, len);
+	if (s == NATS_OK)
+		s = natsConnection_PublishMsg(b->nc, m);
+	natsMsg_Destroy(m);
+	return s == NATS_OK ? STATUS_OK : STATUS_NATS;
+}
+
+enum status
+bus_publish_async(struct bus *b, const char *subject, const char *msg_id,
+                  const struct bus_header *headers, int n_headers, const uint8_t *data, size_t len,
+                  char *err, size_t errlen)
+{
+	natsMsg *m = NULL;
+	natsStatus s = build_msg(&m, subject, NULL, headers, n_headers, data, len);
+
+	if (s == NATS_OK && msg_id != NULL && msg_id[0] != '\0')
+		s = natsMsgHeader_Set(m, "Nats-Msg-Id", msg_id);
+	if (s == NATS_OK)
+		s = js_PublishMsgAsync(b->js, &m, NULL);
+	natsMsg_Destroy(m); /* NULL when the library took it */
+	if (s != NATS_OK) {
+		char what[300];
+
+		snprintf(what, sizeof(what), "publishing to %s", subject);
+		set_nats_err(err, errlen, what, s, 0);
+		return STATUS_NATS;
+	}
+	return STATUS_OK;
+}
+
+enum status
+bus_publish_wait(struct bus *b, int timeout_ms, int *failed, char *err, size_t errlen)
+{
+	jsPubOptions po;
+	natsStatus s;
+
+	jsPubOptions_Init(&po);
+	po.MaxWait = timeout_ms;
+	s = js_PublishAsyncComplete(b->js, &po);
+	pthread_mutex_lock(&b->lock);
+	*failed = b->publish_failed;
+	b->publish_failed = 0;
+	if (*failed > 0)
+		snprintf(err, errlen, "%d publish(es) failed: %s", *failed, b->publish_err);
+	pthread_mutex_unlock(&b->lock);
+	if (s != NATS_OK) {
+		set_nats_err(err, errlen, "waiting for JetStream acks", s, 0);
+		return s == NATS_TIMEOUT ? STATUS_TIMEOUT : STATUS_NATS;
+	}
+	return STATUS_OK;
+}
+
+enum status
+bus_request(struct bus *b, const char *subject, const struct bus_header *headers, int n_headers,
+            const uint8_t *data, size_t len, int timeout_ms, struct bus_msg **reply, char *err,
+            size_t errlen)
+{
+	natsMsg *req = NULL;
+	natsMsg *rep = NULL;
+	natsStatus s = build_msg(&req, subject, NULL, headers, n_headers, data, len);
+
+	if (s == NATS_OK)
+		s = natsConnection_RequestMsg(&rep, b->nc, req, timeout_ms);
+	natsMsg_Destroy(req);
+	if (s != NATS_OK) {
+		char what[300];
+
+		snprintf(what, sizeof(what), "request to %s", subject);
+		set_nats_err(err, errlen, what, s, 0);
+		return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS ? STATUS_UNAVAILABLE
+		                                                    : STATUS_NATS;
+	}
+	*reply = (struct bus_msg *)rep;
+	return STATUS_OK;
+}
+
+enum status
+bus_publish_core(struct bus *b, const char *subject, const uint8_t *data, size_t len, char *err,
+                 size_t errlen)
+{
+	natsStatus s = natsConnection_Publish(b->nc, subject, data, (int)len);
+
+	if (s != NATS_OK) {
+		set_nats_err(err, errlen, subject, s, 0);
+		return STATUS_NATS;
 	}
 	return STATUS_OK;
 }

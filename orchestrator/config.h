@@ -41,6 +41,12 @@ struct config {
 	char *migrations_dir;         /* folder of NNNN_name.sql migrations */
 	int64_t connect_timeout_ms;   /* how long to wait for PostgreSQL and NATS at start-up */
 	int64_t shutdown_timeout_ms;  /* how long a SIGTERM may take before sagad exits */
+	int64_t max_in_flight;        /* admission limit: sagas running or compensating */
+	int64_t start_batch;          /* starts decided per transaction */
+	int64_t reply_batch;          /* replies applied per transaction */
+	int64_t timer_batch;          /* sagas woken per timer transaction */
+	int64_t relay_batch;          /* outbox rows published per relay pass */
+	int64_t timer_interval_ms;    /* how often due timers are polled when idle */
 	int log_level;                /* enum log_level */
 };
 

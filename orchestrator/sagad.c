@@ -3,10 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bus.h"
 #include "config.h"
+#include "daemon.h"
 #include "log.h"
 #include "migrate.h"
 #include "store.h"
@@ -116,7 +116,6 @@ cmd_run(const struct config *cfg, int check_only)
 	char err[1024];
 	int created = 0;
 	int rc;
-	struct timespec nap = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
 
 	rc = connect_all(cfg, &db, &bus);
 	if (rc != EXIT_OK)
@@ -130,11 +129,9 @@ cmd_run(const struct config *cfg, int check_only)
 		log_info("check passed: PostgreSQL, migrations and NATS are ready");
 		goto cleanup;
 	}
-	log_info("ready: %d streams/consumers created, subject prefix %s", created,
-	         cfg->subject_prefix);
-	while (!stop_requested)
-		nanosleep(&nap, NULL);
-	log_info("stopping on signal");
+	log_info("JetStream ready: %d streams/consumers created", created);
+	if (daemon_run(cfg, db, bus, &stop_requested) != 0)
+		rc = EXIT_FAILURE_RUN;
 cleanup:
 	bus_close(bus);
 	store_close(db);

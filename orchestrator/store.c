@@ -7,14 +7,11 @@
 #include <string.h>
 
 #include "config.h"
-
-struct store {
-	PGconn *conn; /* the connection; one per thread that uses it */
-};
+#include "store_int.h"
 
 /* Map a failed result's SQLSTATE to our status: retry, duplicate or plain error. */
-static enum status
-status_from_result(const PGresult *res, PGconn *conn)
+enum status
+store_status_from_result(const PGresult *res, PGconn *conn)
 {
 	const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 
@@ -31,8 +28,8 @@ status_from_result(const PGresult *res, PGconn *conn)
 }
 
 /* Copy libpq's message, first line only, into err. */
-static void
-set_err(char *err, size_t errlen, const char *what, const char *msg)
+void
+store_set_err(char *err, size_t errlen, const char *what, const char *msg)
 {
 	size_t n = strcspn(msg, "\n");
 
@@ -102,7 +99,7 @@ store_connect(struct store **out, const char *url, const char *schema, int64_t t
 
 		describe_target(url, target, sizeof(target));
 		snprintf(what, sizeof(what), "cannot connect to PostgreSQL (%s)", target);
-		set_err(err, errlen, what, PQerrorMessage(conn));
+		store_set_err(err, errlen, what, PQerrorMessage(conn));
 		PQfinish(conn);
 		return STATUS_UNAVAILABLE;
 	}
@@ -118,12 +115,19 @@ store_connect(struct store **out, const char *url, const char *schema, int64_t t
 		char *ident = PQescapeIdentifier(conn, schema, strlen(schema));
 
 		if (ident == NULL) {
-			set_err(err, errlen, "db_schema", PQerrorMessage(conn));
+			store_set_err(err, errlen, "db_schema", PQerrorMessage(conn));
 			st = STATUS_CONFIG;
 			goto cleanup;
 		}
 		if (create_schema) {
-			snprintf(sql, sizeof(sql), "CREATE SCHEMA IF NOT EXISTS %s", ident);
+			/*
+			 * IF NOT EXISTS races with a concurrent creator (unique
+			 * violation): serialise creators with a transaction lock.
+			 */
+			snprintf(sql, sizeof(sql),
+			         "BEGIN; SELECT pg_advisory_xact_lock(hashtext('sagad.schema')); "
+			         "CREATE SCHEMA IF NOT EXISTS %s; COMMIT",
+			         ident);
 			st = store_exec(s, sql, err, errlen);
 		}
 		if (st == STATUS_OK) {
@@ -158,8 +162,8 @@ store_exec(struct store *s, const char *sql, char *err, size_t errlen)
 	ExecStatusType rs = PQresultStatus(res);
 
 	if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK) {
-		st = status_from_result(res, s->conn);
-		set_err(err, errlen, "PostgreSQL", PQerrorMessage(s->conn));
+		st = store_status_from_result(res, s->conn);
+		store_set_err(err, errlen, "PostgreSQL", PQerrorMessage(s->conn));
 	}
 	PQclear(res);
 	return st;
@@ -221,8 +225,8 @@ store_migrations_applied(struct store *s, struct store_migration **out, size_t *
 			*count = 0;
 			goto cleanup;
 		}
-		st = status_from_result(res, s->conn);
-		set_err(err, errlen, "reading sagad_migrations", PQerrorMessage(s->conn));
+		st = store_status_from_result(res, s->conn);
+		store_set_err(err, errlen, "reading sagad_migrations", PQerrorMessage(s->conn));
 		goto cleanup;
 	}
 	n = PQntuples(res);
@@ -265,11 +269,11 @@ store_migration_apply(struct store *s, const struct store_migration *m, const ch
 	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
 		const char *pos = PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION);
 
-		st = status_from_result(res, s->conn);
+		st = store_status_from_result(res, s->conn);
 		if (st == STATUS_DUPLICATE)
 			st = STATUS_DB;
 		*error_pos = pos != NULL ? atoi(pos) : 0;
-		set_err(err, errlen, "PostgreSQL", PQresultErrorMessage(res));
+		store_set_err(err, errlen, "PostgreSQL", PQresultErrorMessage(res));
 		goto cleanup;
 	}
 	PQclear(res);
@@ -283,8 +287,8 @@ store_migration_apply(struct store *s, const struct store_migration *m, const ch
 	                   "VALUES ($1, $2, $3)",
 	                   3, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		st = status_from_result(res, s->conn);
-		set_err(err, errlen, "recording migration", PQresultErrorMessage(res));
+		st = store_status_from_result(res, s->conn);
+		store_set_err(err, errlen, "recording migration", PQresultErrorMessage(res));
 		goto cleanup;
 	}
 	PQclear(res);

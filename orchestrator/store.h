@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine.h"
+#include "saga.h"
 #include "status.h"
 
 struct store;
@@ -59,5 +61,126 @@ enum status store_migrations_applied(struct store *s, struct store_migration **o
  */
 enum status store_migration_apply(struct store *s, const struct store_migration *m, const char *sql,
                                   int *error_pos, char *err, size_t errlen) MUSTCHECK;
+
+/* ---- sagas (store_saga.c) ---- */
+
+/* One instance read under its row lock, with the definition it runs. */
+struct store_loaded {
+	struct saga_inst inst;            /* state, steps, outputs (owned: saga_inst_release) */
+	char def_name[SAGA_NAME_MAX + 1]; /* definition name */
+	uint32_t def_version;             /* definition version */
+};
+
+/* One outbox row taken by the relay. Strings point into the result (valid until commit/rollback). */
+struct store_outbox_row {
+	int64_t id;                 /* row id */
+	const char *subject;        /* subject to publish on */
+	const char *msg_id;         /* Nats-Msg-Id */
+	const char *content_type;   /* Content-Type header */
+	const char *saga_id;        /* or "" */
+	const char *correlation_id; /* or "" */
+	const char *step;           /* or "" */
+	const char *attempt;        /* or "" */
+	const char *traceparent;    /* or "" */
+	struct bytes payload;       /* message body */
+};
+
+/* A dead letter to record. */
+struct store_dead_letter {
+	const char *source_subject; /* where the message came from ("saga" for engine-raised) */
+	const char *source_key;     /* "STREAM:SEQ" or "saga:<id>:<seq>": recorded once */
+	const char *headers_json;   /* JSON object of the headers, or NULL */
+	struct bytes payload;       /* raw message, may be empty */
+	const char *reason;         /* why */
+	const char *error_class;    /* grouping class */
+	const char *saga_id;        /* or NULL */
+	const char *correlation_id; /* or NULL */
+	const char *step;           /* or NULL */
+};
+
+/* A start already recorded under an idempotency key. */
+struct store_existing_start {
+	char key[SAGA_KEY_MAX + 1];                    /* the idempotency key */
+	char saga_id[SAGA_ID_LEN + 1];                 /* the first saga's id */
+	char correlation_id[SAGA_CORRELATION_MAX + 1]; /* its correlation id */
+	uint32_t version;                              /* its definition version */
+	int64_t created_ms;                            /* when it was accepted */
+};
+
+/* BEGIN a transaction and read the database clock (ms since the epoch). */
+enum status store_begin(struct store *s, int64_t *now_ms, char *err, size_t errlen) MUSTCHECK;
+
+/* ROLLBACK (also leaves pipeline mode); never fails loudly. */
+void store_rollback(struct store *s);
+
+/*
+ * Lock and load the sagas with the given ids (in id order, so concurrent
+ * batches cannot deadlock), or with due_only the sagas whose wake_at has come
+ * (at most limit, skipping rows other sagad processes hold). *out is a new
+ * array of *n_out entries (free with store_loaded_free). Ids that do not exist
+ * are simply absent.
+ */
+enum status store_load_sagas(struct store *s, const char *const *ids, int n_ids, int due_only,
+                             int limit, struct store_loaded **out, int *n_out, char *err,
+                             size_t errlen) MUSTCHECK;
+void store_loaded_free(struct store_loaded *rows, int n);
+
+/* Find starts already recorded for these idempotency keys of one definition. */
+enum status store_find_starts(struct store *s, const char *def_name, const char *const *keys,
+                              int n_keys, struct store_existing_start **out, int *n_out, char *err,
+                              size_t errlen) MUSTCHECK;
+
+/*
+ * Queue writes in pipeline mode (after store_begin / store_load_sagas); they
+ * are sent at once and checked by store_commit, which reports the first
+ * failure (and rolls back).
+ */
+enum status store_pipeline_begin(struct store *s, char *err, size_t errlen) MUSTCHECK;
+void store_queue_insert_saga(struct store *s, const struct saga_def *def,
+                             const struct saga_inst *inst, const char *idempotency_key,
+                             const char *labels_json);
+void store_queue_update_saga(struct store *s, const struct saga_inst *inst);
+void store_queue_steps(struct store *s, const struct saga_def *def, struct saga_inst *inst);
+void store_queue_transition(struct store *s, const struct saga_def *def,
+                            const struct saga_inst *inst, const struct plan *plan,
+                            const char *event_name);
+void store_queue_outbox(struct store *s, const char *subject, const char *msg_id,
+                        const char *content_type, const char *saga_id, const char *correlation_id,
+                        const char *step, uint32_t attempt, const char *traceparent,
+                        struct bytes payload);
+void store_queue_dead_letter(struct store *s, const struct store_dead_letter *dl);
+enum status store_commit(struct store *s, char *err, size_t errlen) MUSTCHECK;
+
+/*
+ * Take up to limit outbox rows, oldest first, skipping rows another relay
+ * holds, and delete them in the open transaction: commit after JetStream
+ * acked them, roll back otherwise (they stay for the next pass). Opens the
+ * transaction itself. *rows is valid until store_outbox_done.
+ */
+enum status store_outbox_take(struct store *s, int limit, struct store_outbox_row **rows,
+                              int *n_rows, char *err, size_t errlen) MUSTCHECK;
+enum status store_outbox_done(struct store *s, int publish_ok, char *err, size_t errlen) MUSTCHECK;
+
+/* Sagas running or compensating (for the admission limit). */
+enum status store_count_in_flight(struct store *s, int64_t *count, char *err,
+                                  size_t errlen) MUSTCHECK;
+
+/*
+ * Register a definition (already validated, defaults applied): identical to
+ * the latest version (same hash) -> *created = 0 and that version; otherwise
+ * a new version. Serialised per name with an advisory lock; own transaction.
+ */
+enum status store_define(struct store *s, const struct saga_def *def, struct bytes body,
+                         const char *hash, const char *source, uint32_t *version, int *created,
+                         char *err, size_t errlen) MUSTCHECK;
+
+/*
+ * Read a definition body: version 0 = the latest. *body is malloc'd (caller
+ * frees); STATUS_NOT_FOUND when there is none. Works inside or outside a
+ * transaction (not in pipeline mode).
+ */
+enum status store_definition_get(struct store *s, const char *name, uint32_t version,
+                                 struct bytes *body, uint32_t *found_version, char *err,
+                                 size_t errlen) MUSTCHECK;
 
 #endif /* SAGAD_STORE_H */

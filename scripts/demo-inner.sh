@@ -1,43 +1,75 @@
 #!/usr/bin/env bash
 # Demo body, run by scripts/demo.sh inside scripts/services.sh (which provides
-# SAGAD_DATABASE_URL, SAGAD_NATS_URL and SAGAD_RUN_DIR and cleans up after).
+# SAGAD_DATABASE_URL, SAGAD_NATS_URL and SAGAD_RUN_DIR, and cleans up after):
+# migrate, register sagas/order.yaml, start sagad and the three order
+# participants (some card charges fail), run a few hundred order sagas, and
+# print what happened.
 set -euo pipefail
 build=${1:-build-demo}
-sagad=$build/orchestrator/sagad
-sagactl=$build/orchestrator/sagactl
-log=$SAGAD_RUN_DIR/sagad.log
-sagad_pid=
+count=${SAGAD_DEMO_SAGAS:-400}
+rate=${SAGAD_DEMO_RATE:-200}
+bin=$build/orchestrator
+pids=()
 
-stop_sagad() {
-	if [ -n "$sagad_pid" ] && kill -0 "$sagad_pid" 2>/dev/null; then
-		kill -TERM "$sagad_pid"
-		wait "$sagad_pid" || true
-	fi
+stop_all() {
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
-trap stop_sagad EXIT
+trap stop_all EXIT
+
+sql() { psql "$SAGAD_DATABASE_URL" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 echo "-- sagad migrate"
-"$sagad" migrate
+"$bin/sagad" migrate
+echo "-- sagactl define sagas/order.yaml"
+"$bin/sagactl" define sagas/order.yaml
 
-echo "-- sagad run (log: $log)"
-"$sagad" run >"$log" 2>&1 &
-sagad_pid=$!
+echo "-- starting sagad and the participants (logs in $SAGAD_RUN_DIR)"
+"$bin/sagad" run >"$SAGAD_RUN_DIR/sagad.log" 2>&1 &
+pids+=($!)
 for _ in $(seq 1 100); do
-	grep -q '"msg":"ready' "$log" && break
-	kill -0 "$sagad_pid" 2>/dev/null || { cat "$log"; echo "sagad exited early" >&2; exit 1; }
+	grep -q '"msg":"ready' "$SAGAD_RUN_DIR/sagad.log" && break
 	sleep 0.1
 done
-grep -q '"msg":"ready' "$log" || { cat "$log"; echo "sagad did not become ready" >&2; exit 1; }
-cat "$log"
+grep -q '"msg":"ready' "$SAGAD_RUN_DIR/sagad.log" || { cat "$SAGAD_RUN_DIR/sagad.log"; exit 1; }
+"$build/examples/saga-participant" --service stock >"$SAGAD_RUN_DIR/stock.log" 2>&1 &
+pids+=($!)
+# 10% of card charges are declined for good (-> compensation), 5% of attempts fail transiently (-> retry).
+"$build/examples/saga-participant" --service payments --fail-rate 0.1 --retryable-rate 0.05 \
+	>"$SAGAD_RUN_DIR/payments.log" 2>&1 &
+pids+=($!)
+"$build/examples/saga-participant" --service shipping --latency-ms 2 >"$SAGAD_RUN_DIR/shipping.log" 2>&1 &
+pids+=($!)
+sleep 0.5
 
-echo "-- sagactl status"
-"$sagactl" status
+echo "-- starting $count order sagas at $rate/s"
+"$build/examples/saga-demo-client" "$count" "$rate" order
 
-echo "-- stopping sagad (SIGTERM)"
-kill -TERM "$sagad_pid"
-rc=0
-wait "$sagad_pid" || rc=$?
-sagad_pid=
-tail -n 1 "$log"
-echo "sagad exited with status $rc"
-exit "$rc"
+echo "-- waiting for every saga to finish"
+for _ in $(seq 1 600); do
+	active=$(sql -tA -c "SELECT count(*) FROM saga_instance WHERE state IN ('running','compensating')")
+	[ "$active" = 0 ] && break
+	sleep 0.1
+done
+
+echo
+echo "== summary"
+sql -c "SELECT state, count(*) AS sagas FROM saga_instance GROUP BY state ORDER BY state"
+sql -c "SELECT state,
+	       round((percentile_cont(0.50) WITHIN GROUP (ORDER BY extract(epoch FROM ended_at - created_at)) * 1000)::numeric, 1) AS p50_ms,
+	       round((percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM ended_at - created_at)) * 1000)::numeric, 1) AS p95_ms,
+	       round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM ended_at - created_at)) * 1000)::numeric, 1) AS p99_ms
+	  FROM saga_instance WHERE ended_at IS NOT NULL GROUP BY state ORDER BY state" \
+	--pset=title='completion latency (start to end)'
+sql -c "SELECT count(*) AS side_effects, count(*) - count(DISTINCT idempotency_key) AS duplicate_side_effects,
+	       count(*) FILTER (WHERE phase = 'compensation') AS compensations FROM participant_effects"
+sql -c "SELECT error_class, count(*) AS dead_letters FROM saga_dead_letter GROUP BY 1" \
+	--pset=title='dead letters'
+sql -c "SELECT count(*) AS retried_attempts FROM saga_step WHERE attempt > 1"
+sql -c "SELECT saga_id, state, reason, waiting_step, attempts, last_error FROM saga_stuck" \
+	--pset=title='stuck sagas (view saga_stuck)'
+echo "-- one compensated saga's timeline"
+sql -c "SELECT seq, event, outcome, from_state, to_state, step, phase, attempt, left(detail, 60) AS detail
+	  FROM saga_transition WHERE saga_id = (SELECT id FROM saga_instance WHERE state = 'compensated' LIMIT 1)
+	  ORDER BY seq"
+echo "-- stopping (SIGTERM)"

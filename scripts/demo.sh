@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: from a fresh machine, install, build, start a throw-away
-# PostgreSQL and NATS, migrate, start sagad, show that it is healthy, and stop
-# everything again (also on Ctrl-C).
+# PostgreSQL and NATS, run a few hundred real order sagas through sagad and
+# the example participants, print a summary, and stop everything again (also
+# on Ctrl-C). SAGAD_DEMO_SAGAS and SAGAD_DEMO_RATE change the load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,5 +19,5 @@ else
 fi
 ninja -C build-demo
 
-step "local PostgreSQL + NATS, then sagad"
+step "local PostgreSQL + NATS, then sagad, participants and sagas"
 exec bash scripts/services.sh -- bash scripts/demo-inner.sh build-demo

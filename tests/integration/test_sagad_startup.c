@@ -137,6 +137,7 @@ Test(sagad_startup, streams_and_consumers_are_created_once_and_found_after_resta
 	cr_assert(strstr(out, "created") != NULL, "%s", out);
 
 	cr_assert_eq(config_init(&cfg), STATUS_OK);
+	cr_assert_eq(config_load_env(&cfg, err, sizeof(err)), STATUS_OK, "%s", err);
 	cr_assert_eq(config_set(&cfg, "nats_url", harness_nats_url(), err, sizeof(err)), STATUS_OK);
 	cr_assert_eq(config_set(&cfg, "subject_prefix", prefix, err, sizeof(err)), STATUS_OK);
 	cr_assert_eq(config_set(&cfg, "stream_prefix", stream_prefix, err, sizeof(err)), STATUS_OK);

@@ -1,0 +1,320 @@
+/* The orchestrator's main loop: intake, replies, timers and the outbox relay, in one thread. */
+#include "daemon.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "apply.h"
+#include "codec.h"
+#include "defcache.h"
+#include "intake.h"
+#include "log.h"
+#include "relay.h"
+#include "replies.h"
+
+/* Everything the loop holds. */
+struct daemon {
+	const struct config *cfg;          /* settings */
+	struct apply_env env;              /* store, definitions, settings */
+	struct bus *bus;                   /* NATS */
+	struct bus_sub *starts;            /* <prefix>.start.* (queue group) */
+	struct bus_sub *defines;           /* <prefix>.define (queue group) */
+	struct bus_sub *replies;           /* pull consumer on the reply stream */
+	struct bus_sub *submits;           /* pull consumer on the submit stream */
+	struct intake_admission admission; /* in-flight estimate */
+	struct intake_start *start_buf;    /* reusable start batch */
+	struct bus_msg **msg_buf;          /* reusable message batch */
+	int64_t last_timer_ms;             /* monotonic ms of the last timer pass */
+	int64_t last_relay_ms;             /* monotonic ms of the last relay pass */
+	int64_t last_error_log_ms;         /* rate limit of repeated error lines */
+};
+
+static int64_t
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Log a failing pass at most once a second; the loop retries by itself. */
+static void
+log_pass_error(struct daemon *d, const char *what, enum status st, const char *err)
+{
+	int64_t now = mono_ms();
+
+	if (now - d->last_error_log_ms < 1000)
+		return;
+	d->last_error_log_ms = now;
+	log_error("%s failed (%s): %s", what, status_name(st), err);
+}
+
+static void
+answer_start(struct daemon *d, struct bus_msg *msg, const struct start_answer *a)
+{
+	struct bytes out = {0};
+	struct bus_header h[3] = {
+	        {HDR_CONTENT_TYPE, CT_START_RESPONSE},
+	        {HDR_CORRELATION_ID, a->correlation_id},
+	        {HDR_SAGA_ID, a->saga_id},
+	};
+
+	if (codec_encode_start_answer(a, &out) != STATUS_OK)
+		return;
+	if (bus_respond(d->bus, msg, h, 3, out.data, out.len) != STATUS_OK)
+		log_saga(LOG_DEBUG, a->saga_id, a->correlation_id,
+		         "start answered to nobody (no reply subject)");
+	free(out.data);
+}
+
+/* Starts over request/reply: decide a batch, answer each. */
+static int
+pass_starts(struct daemon *d)
+{
+	int n = 0;
+	char err[512];
+	enum status st;
+
+	while (n < d->cfg->start_batch) {
+		struct bus_msg *m = NULL;
+
+		if (bus_next(d->starts, 0, &m) != STATUS_OK)
+			break;
+		d->msg_buf[n] = m;
+		intake_prepare(&d->start_buf[n], m, (size_t)d->cfg->max_payload);
+		n++;
+	}
+	if (n == 0)
+		return 0;
+	st = intake_starts(&d->env, &d->admission, d->start_buf, n, 0, err, sizeof(err));
+	if (st != STATUS_OK)
+		log_pass_error(d, "start batch", st, err);
+	for (int i = 0; i < n; i++) {
+		answer_start(d, d->msg_buf[i], &d->start_buf[i].answer);
+		intake_release(&d->start_buf[i]);
+		bus_msg_free(d->msg_buf[i]);
+	}
+	return n;
+}
+
+/* Buffered starts from JetStream: acked after the commit, nak'ed when it failed. */
+static int
+pass_submits(struct daemon *d)
+{
+	int n = 0;
+	char err[512];
+	enum status st;
+
+	st = bus_fetch(d->submits, (int)d->cfg->start_batch, 0, d->msg_buf, &n, err, sizeof(err));
+	if (st != STATUS_OK) {
+		log_pass_error(d, "fetching submits", st, err);
+		return 0;
+	}
+	if (n == 0)
+		return 0;
+	for (int i = 0; i < n; i++)
+		intake_prepare(&d->start_buf[i], d->msg_buf[i], (size_t)d->cfg->max_payload);
+	st = intake_starts(&d->env, &d->admission, d->start_buf, n, 1, err, sizeof(err));
+	if (st != STATUS_OK)
+		log_pass_error(d, "submit batch", st, err);
+	for (int i = 0; i < n; i++) {
+		const struct start_answer *a = &d->start_buf[i].answer;
+
+		if (st == STATUS_OK)
+			bus_ack(d->msg_buf[i]);
+		else
+			bus_nak(d->msg_buf[i], 1000);
+		if (st == STATUS_OK && a->status == START_REJECTED)
+			log_warn("submitted start of %s rejected: %s", d->start_buf[i].saga_name,
+			         a->reason);
+		intake_release(&d->start_buf[i]);
+		bus_msg_free(d->msg_buf[i]);
+	}
+	return n;
+}
+
+static int
+pass_defines(struct daemon *d)
+{
+	int n = 0;
+	struct bus_msg *m = NULL;
+
+	while (n < 16 && bus_next(d->defines, 0, &m) == STATUS_OK) {
+		intake_define(&d->env, d->bus, m);
+		bus_msg_free(m);
+		n++;
+	}
+	return n;
+}
+
+static int
+pass_replies(struct daemon *d, int wait_ms)
+{
+	int n = 0;
+	int applied = 0;
+	char err[512];
+	enum status st;
+
+	st = bus_fetch(d->replies, (int)d->cfg->reply_batch, wait_ms, d->msg_buf, &n, err,
+	               sizeof(err));
+	if (st != STATUS_OK) {
+		log_pass_error(d, "fetching replies", st, err);
+		return 0;
+	}
+	if (n == 0)
+		return 0;
+	st = replies_apply(&d->env, d->msg_buf, n, &applied, err, sizeof(err));
+	if (st != STATUS_OK)
+		log_pass_error(d, "reply batch", st, err);
+	return n;
+}
+
+static int
+pass_timers(struct daemon *d, int force)
+{
+	int64_t now = mono_ms();
+	int sagas = 0, events = 0, total = 0;
+	char err[512];
+	enum status st;
+
+	if (!force && now - d->last_timer_ms < d->cfg->timer_interval_ms)
+		return 0;
+	d->last_timer_ms = now;
+	do {
+		st = apply_due_timers(&d->env, (int)d->cfg->timer_batch, &sagas, &events, err,
+		                      sizeof(err));
+		if (st != STATUS_OK) {
+			log_pass_error(d, "timer pass", st, err);
+			break;
+		}
+		total += events;
+	} while (sagas == d->cfg->timer_batch);
+	return total;
+}
+
+static int
+pass_relay(struct daemon *d)
+{
+	int published = 0, total = 0;
+	char err[512];
+	enum status st;
+
+	d->last_relay_ms = mono_ms();
+	do {
+		st = relay_run(d->env.db, d->bus, (int)d->cfg->relay_batch, &published, err,
+		               sizeof(err));
+		if (st != STATUS_OK) {
+			log_pass_error(d, "outbox relay", st, err);
+			break;
+		}
+		total += published;
+	} while (published == d->cfg->relay_batch);
+	return total;
+}
+
+static int
+subscribe_all(struct daemon *d)
+{
+	char subject[256];
+	char err[512];
+
+	snprintf(subject, sizeof(subject), "%s.start.*", d->cfg->subject_prefix);
+	if (bus_subscribe(d->bus, subject, "sagad", &d->starts, err, sizeof(err)) != STATUS_OK)
+		goto fail;
+	snprintf(subject, sizeof(subject), "%s.define", d->cfg->subject_prefix);
+	if (bus_subscribe(d->bus, subject, "sagad", &d->defines, err, sizeof(err)) != STATUS_OK)
+		goto fail;
+	if (bus_pull_subscribe(d->bus, BUS_STREAM_REPLY, &d->replies, err, sizeof(err)) !=
+	    STATUS_OK)
+		goto fail;
+	if (bus_pull_subscribe(d->bus, BUS_STREAM_SUBMIT, &d->submits, err, sizeof(err)) !=
+	    STATUS_OK)
+		goto fail;
+	return 0;
+fail:
+	log_fatal("%s", err);
+	return 1;
+}
+
+int
+daemon_run(const struct config *cfg, struct store *db, struct bus *bus, volatile sig_atomic_t *stop)
+{
+	struct daemon d;
+	int64_t batch = cfg->start_batch > cfg->reply_batch ? cfg->start_batch : cfg->reply_batch;
+	int rc = 1;
+
+	memset(&d, 0, sizeof(d));
+	d.cfg = cfg;
+	d.env.db = db;
+	d.env.cfg = cfg;
+	d.bus = bus;
+	d.admission.max = cfg->max_in_flight;
+	d.admission.retry_after_ms = 1000;
+	d.admission.counted_ms = INT64_MIN / 2; /* count at the first start */
+	d.start_buf = calloc((size_t)batch, sizeof(*d.start_buf));
+	d.msg_buf = calloc((size_t)batch, sizeof(*d.msg_buf));
+	if (d.start_buf == NULL || d.msg_buf == NULL || defcache_new(&d.env.defs) != STATUS_OK) {
+		log_fatal("out of memory");
+		goto cleanup;
+	}
+	if (subscribe_all(&d) != 0)
+		goto cleanup;
+	log_info(
+	        "ready: orchestrating on %s.start.*, %s.submit.*, %s.define; replies on %s.reply.>",
+	        cfg->subject_prefix, cfg->subject_prefix, cfg->subject_prefix, cfg->subject_prefix);
+	/* Whatever an earlier run left in the outbox goes out first. */
+	pass_relay(&d);
+	while (!*stop) {
+		int work = 0;
+		int wrote;
+
+		wrote = pass_starts(&d);
+		wrote += pass_submits(&d);
+		work += pass_defines(&d);
+		wrote += pass_replies(&d, 0);
+		wrote += pass_timers(&d, 0);
+		work += wrote;
+		/* Right after a commit, not on a poll: a step's command leaves within ms. */
+		if (wrote > 0 || mono_ms() - d.last_relay_ms >= 200)
+			work += pass_relay(&d);
+		if (work == 0) {
+			/* Idle: wait for a start (the most latency-sensitive input). */
+			struct bus_msg *m = NULL;
+
+			if (bus_next(d.starts, 2, &m) == STATUS_OK) {
+				/* Put it through the normal path with whatever follows it. */
+				d.msg_buf[0] = m;
+				intake_prepare(&d.start_buf[0], m, (size_t)cfg->max_payload);
+				{
+					char err[512];
+					enum status st =
+					        intake_starts(&d.env, &d.admission, d.start_buf, 1,
+					                      0, err, sizeof(err));
+
+					if (st != STATUS_OK)
+						log_pass_error(&d, "start", st, err);
+				}
+				answer_start(&d, m, &d.start_buf[0].answer);
+				intake_release(&d.start_buf[0]);
+				bus_msg_free(m);
+				pass_relay(&d);
+			} else {
+				work += pass_replies(&d, 3);
+			}
+		}
+	}
+	log_info("stopping: loop left after a signal");
+	rc = 0;
+cleanup:
+	bus_unsubscribe(d.starts);
+	bus_unsubscribe(d.defines);
+	bus_unsubscribe(d.replies);
+	bus_unsubscribe(d.submits);
+	defcache_free(d.env.defs);
+	free(d.start_buf);
+	free(d.msg_buf);
+	return rc;
+}

@@ -1,0 +1,257 @@
+/* End-to-end fixture: one schema, subject prefix and streams per test; real sagad and participants. */
+#include "flow.h"
+
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+void
+flow_setup(struct flow *f, const char *tag)
+{
+	char out[8192];
+	char err[512];
+	const char *argv[3];
+
+	memset(f, 0, sizeof(*f));
+	harness_unique_name(f->schema, sizeof(f->schema), tag);
+	snprintf(f->prefix, sizeof(f->prefix), "%s", f->schema);
+	snprintf(f->stream, sizeof(f->stream), "%s", f->schema);
+	for (char *p = f->stream; *p != '\0'; p++)
+		*p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+	snprintf(f->env_store[0], sizeof(f->env_store[0]), "SAGAD_DB_SCHEMA=%s", f->schema);
+	snprintf(f->env_store[1], sizeof(f->env_store[1]), "SAGAD_SUBJECT_PREFIX=%s", f->prefix);
+	snprintf(f->env_store[2], sizeof(f->env_store[2]), "SAGAD_STREAM_PREFIX=%s", f->stream);
+	for (int i = 0; i < 3; i++)
+		f->env[i] = f->env_store[i];
+	f->env[3] = NULL;
+
+	argv[0] = harness_bin("SAGAD_BIN");
+	argv[2] = NULL;
+	argv[1] = "migrate";
+	cr_assert_eq(harness_run(argv, f->env, out, sizeof(out), 60000), 0, "migrate:\n%s", out);
+	argv[1] = "check";
+	cr_assert_eq(harness_run(argv, f->env, out, sizeof(out), 60000), 0, "check:\n%s", out);
+
+	cr_assert_eq(config_init(&f->cfg), STATUS_OK);
+	cr_assert_eq(config_set(&f->cfg, "nats_url", harness_nats_url(), err, sizeof(err)),
+	             STATUS_OK);
+	cr_assert_eq(config_set(&f->cfg, "subject_prefix", f->prefix, err, sizeof(err)), STATUS_OK);
+	cr_assert_eq(config_set(&f->cfg, "stream_prefix", f->stream, err, sizeof(err)), STATUS_OK);
+	cr_assert_eq(bus_connect(&f->bus, &f->cfg, err, sizeof(err)), STATUS_OK, "%s", err);
+}
+
+void
+flow_dump_logs(struct flow *f)
+{
+	static char buf[65536];
+
+	for (int i = 0; i < f->n_procs; i++) {
+		size_t n = harness_read_file(f->logs[i], buf, sizeof(buf));
+		const char *tail = n > 4000 ? buf + n - 4000 : buf;
+
+		fprintf(stderr, "---- %s (last 4000 bytes)\n%s\n", f->logs[i], tail);
+	}
+}
+
+void
+flow_teardown(struct flow *f)
+{
+	for (int i = 0; i < f->n_procs; i++) {
+		if (f->procs[i] > 0) {
+			kill(f->procs[i], SIGCONT);
+			kill(f->procs[i], SIGTERM);
+		}
+	}
+	int bad = -1, bad_rc = 0;
+
+	for (int i = 0; i < f->n_procs; i++) {
+		int rc = f->procs[i] > 0 ? harness_wait(f->procs[i], 10000) : 0;
+
+		if (rc == -1) {
+			kill(f->procs[i], SIGKILL);
+			waitpid(f->procs[i], NULL, 0);
+		}
+		/* A clean stop exits 0: a sanitizer report or a crash on the way out does not. */
+		if (rc != 0 && bad < 0) {
+			bad = i;
+			bad_rc = rc;
+		}
+	}
+	if (bad >= 0)
+		flow_dump_logs(f);
+	for (int i = 0; i < f->n_procs; i++) {
+		if (getenv("SAGAD_TEST_KEEP_LOGS") == NULL)
+			unlink(f->logs[i]);
+	}
+	bus_close(f->bus);
+	config_free(&f->cfg);
+	f->bus = NULL;
+	cr_assert_eq(bad, -1, "child %d did not stop cleanly on SIGTERM (status %d)", bad, bad_rc);
+}
+
+unsigned
+flow_define(struct flow *f, const char *yaml)
+{
+	char path[256];
+	char out[8192];
+	const char *argv[4];
+	FILE *fp;
+	unsigned version = 0;
+	const char *v;
+
+	snprintf(path, sizeof(path), "/tmp/%s_def.yaml", f->schema);
+	fp = fopen(path, "w");
+	cr_assert_not_null(fp);
+	fputs(yaml, fp);
+	fclose(fp);
+	argv[0] = harness_bin("SAGACTL_BIN");
+	argv[1] = "define";
+	argv[2] = path;
+	argv[3] = NULL;
+	cr_assert_eq(harness_run(argv, f->env, out, sizeof(out), 30000), 0, "define:\n%s", out);
+	unlink(path);
+	v = strstr(out, " v");
+	cr_assert_not_null(v, "%s", out);
+	version = (unsigned)strtoul(v + 2, NULL, 10);
+	return version;
+}
+
+static int
+spawn(struct flow *f, const char *const *argv, const char *const *extra, const char *name)
+{
+	const char *env[24];
+	int n = 0;
+	int i = f->n_procs;
+
+	cr_assert_lt(i, FLOW_MAX_PROCS);
+	for (int k = 0; f->env[k] != NULL; k++)
+		env[n++] = f->env[k];
+	for (int k = 0; extra != NULL && extra[k] != NULL && n < 23; k++)
+		env[n++] = extra[k];
+	env[n] = NULL;
+	{
+		char path[sizeof(f->logs[i])];
+
+		snprintf(path, sizeof(path), "/tmp/%s_%s_%d.log", f->schema, name, i);
+		memcpy(f->logs[i], path, sizeof(path));
+	}
+	f->procs[i] = harness_spawn(argv, env, f->logs[i]);
+	f->n_procs++;
+	return i;
+}
+
+static void
+wait_for_log(struct flow *f, int i, const char *needle)
+{
+	static char buf[65536];
+
+	for (int t = 0; t < 400; t++) {
+		harness_read_file(f->logs[i], buf, sizeof(buf));
+		if (strstr(buf, needle) != NULL)
+			return;
+		usleep(25 * 1000);
+	}
+	flow_dump_logs(f);
+	cr_assert_fail("%s never logged %s", f->logs[i], needle);
+}
+
+int
+flow_start_sagad(struct flow *f, const char *const *extra)
+{
+	const char *argv[] = {harness_bin("SAGAD_BIN"), "run", NULL};
+	int i = spawn(f, argv, extra, "sagad");
+
+	wait_for_log(f, i, "\"msg\":\"ready");
+	return i;
+}
+
+int
+flow_start_participant(struct flow *f, const char *service, const char *const *args)
+{
+	char bin[512];
+	char svc[64];
+	const char *argv[16];
+	int n = 0;
+	int i;
+
+	snprintf(bin, sizeof(bin), "%s", harness_bin("SAGA_PARTICIPANT_BIN"));
+	snprintf(svc, sizeof(svc), "--service=%s", service);
+	argv[n++] = bin;
+	argv[n++] = svc;
+	for (int k = 0; args != NULL && args[k] != NULL && n < 15; k++)
+		argv[n++] = args[k];
+	argv[n] = NULL;
+	i = spawn(f, argv, NULL, service);
+	wait_for_log(f, i, "ready");
+	return i;
+}
+
+void
+flow_signal(struct flow *f, int i, int sig)
+{
+	cr_assert_lt(i, f->n_procs);
+	kill(f->procs[i], sig);
+	if (sig == SIGKILL) {
+		waitpid(f->procs[i], NULL, 0);
+		f->procs[i] = 0;
+	}
+}
+
+enum status
+flow_start_saga(struct flow *f, const char *saga, const char *input, const char *key,
+                struct start_answer *a)
+{
+	struct bytes req = {0};
+	struct bus_msg *reply = NULL;
+	char subject[256];
+	char err[512];
+	enum status st;
+
+	cr_assert_eq(codec_encode_start_request(saga, 0,
+	                                        (struct bytes){(uint8_t *)input, strlen(input)},
+	                                        key, NULL, &req),
+	             STATUS_OK);
+	snprintf(subject, sizeof(subject), "%s.start.%s", f->prefix, saga);
+	st = bus_request(f->bus, subject, NULL, 0, req.data, req.len, 10000, &reply, err,
+	                 sizeof(err));
+	free(req.data);
+	if (st != STATUS_OK)
+		return st;
+	st = codec_decode_start_answer(bus_msg_data(reply), bus_msg_len(reply), a, err,
+	                               sizeof(err));
+	bus_msg_free(reply);
+	return st;
+}
+
+const char *
+flow_sql(struct flow *f, const char *sql)
+{
+	return harness_sql(f->schema, sql);
+}
+
+long
+flow_sql_long(struct flow *f, const char *sql)
+{
+	return strtol(flow_sql(f, sql), NULL, 10);
+}
+
+int
+flow_wait_settled(struct flow *f, int min_sagas, int timeout_ms)
+{
+	for (int waited = 0; waited < timeout_ms; waited += 100) {
+		long total = flow_sql_long(f, "SELECT count(*) FROM saga_instance");
+		long active = flow_sql_long(f, "SELECT count(*) FROM saga_instance"
+		                               " WHERE state IN ('running', 'compensating')");
+
+		if (total >= min_sagas && active == 0)
+			return 1;
+		usleep(100 * 1000);
+	}
+	return 0;
+}

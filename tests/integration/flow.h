@@ -1,0 +1,60 @@
+/* End-to-end fixture: one schema, subject prefix and streams per test; real sagad and participants. */
+#ifndef SAGAD_TEST_FLOW_H
+#define SAGAD_TEST_FLOW_H
+
+#include <sys/types.h>
+
+#include "bus.h"
+#include "codec.h"
+#include "config.h"
+
+#define FLOW_MAX_PROCS 8
+
+struct flow {
+	char schema[96];                /* PostgreSQL schema of this test */
+	char prefix[96];                /* subject prefix */
+	char stream[96];                /* stream prefix */
+	char env_store[4][200];         /* SAGAD_* overrides shared by every process */
+	const char *env[12];            /* NULL-terminated overrides for children */
+	pid_t procs[FLOW_MAX_PROCS];    /* children still running */
+	char logs[FLOW_MAX_PROCS][160]; /* their log files */
+	int n_procs;                    /* children started */
+	struct config cfg;              /* settings for the in-test bus client */
+	struct bus *bus;                /* NATS client of the test */
+};
+
+/* Unique names, migrate, create the streams (sagad check), connect the test's bus. */
+void flow_setup(struct flow *f, const char *tag);
+
+/* Stop every child (TERM, then KILL), close the bus. */
+void flow_teardown(struct flow *f);
+
+/* Register a YAML definition given as text; returns the version. */
+unsigned flow_define(struct flow *f, const char *yaml);
+
+/* Start sagad with extra "KEY=VALUE" overrides (NULL-terminated, may be NULL); waits for ready. */
+int flow_start_sagad(struct flow *f, const char *const *extra);
+
+/* Start one example participant service with extra arguments (NULL-terminated). */
+int flow_start_participant(struct flow *f, const char *service, const char *const *args);
+
+/* Send SIGKILL / SIGSTOP / SIGCONT to child index i. */
+void flow_signal(struct flow *f, int i, int sig);
+
+/* Start a saga over request/reply; fills *a and returns the status. */
+enum status flow_start_saga(struct flow *f, const char *saga, const char *input, const char *key,
+                            struct start_answer *a);
+
+/* Wait until no saga is running or compensating (and at least min_sagas exist); 0 on timeout. */
+int flow_wait_settled(struct flow *f, int min_sagas, int timeout_ms);
+
+/* First cell of a query run in the test's schema. */
+const char *flow_sql(struct flow *f, const char *sql);
+
+/* Integer result of a query. */
+long flow_sql_long(struct flow *f, const char *sql);
+
+/* Print the tail of every child's log (for failing assertions). */
+void flow_dump_logs(struct flow *f);
+
+#endif /* SAGAD_TEST_FLOW_H */

@@ -1,0 +1,591 @@
+/*
+ * End-to-end tests of the engine: real PostgreSQL, nats-server, sagad and the
+ * example participants, one schema and subject prefix per test.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "definition.h"
+#include "flow.h"
+#include "harness.h"
+
+/* The order saga with short timeouts so failures show quickly. */
+static const char order_yaml[] =
+        "name: order\n"
+        "steps:\n"
+        "  - name: reserve_stock\n"
+        "    action: stock.reserve\n"
+        "    compensation: stock.release\n"
+        "    timeout: 2s\n"
+        "    retry: {max_attempts: 5, initial_backoff: 20ms, max_backoff: 200ms}\n"
+        "  - name: charge_card\n"
+        "    action: payments.charge\n"
+        "    compensation: payments.refund\n"
+        "    timeout: 2s\n"
+        "    retry: {max_attempts: 5, initial_backoff: 20ms, max_backoff: 200ms}\n"
+        "  - name: ship\n"
+        "    action: shipping.ship\n"
+        "    timeout: 2s\n"
+        "    retry: {max_attempts: 5, initial_backoff: 20ms, max_backoff: 200ms}\n";
+
+static struct flow f;
+
+static void
+teardown(void)
+{
+	flow_teardown(&f);
+}
+
+static void
+start_all(const char *const *stock, const char *const *payments, const char *const *shipping)
+{
+	flow_start_sagad(&f, NULL);
+	flow_start_participant(&f, "stock", stock);
+	flow_start_participant(&f, "payments", payments);
+	flow_start_participant(&f, "shipping", shipping);
+}
+
+static void
+start_many(const char *saga, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct start_answer a;
+		char input[64];
+
+		snprintf(input, sizeof(input), "{\"order\":%d}", i);
+		cr_assert_eq(flow_start_saga(&f, saga, input, NULL, &a), STATUS_OK);
+		cr_assert_eq(a.status, START_ACCEPTED, "start %d: %s", i, a.reason);
+	}
+}
+
+static void
+settle(int n, int timeout_ms)
+{
+	if (!flow_wait_settled(&f, n, timeout_ms)) {
+		flow_dump_logs(&f);
+		cr_assert_fail("sagas did not settle: %s running",
+		               flow_sql(&f, "SELECT count(*) FROM saga_instance WHERE state IN "
+		                            "('running','compensating')"));
+	}
+}
+
+/* The guarantees every test checks at the end. */
+static void
+check_invariants(void)
+{
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) - count(DISTINCT idempotency_key)"
+	                               " FROM participant_effects"),
+	             0, "duplicate side effects at a participant");
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_transition"
+	                               " WHERE correlation_id IS NULL OR correlation_id = ''"),
+	             0, "a transition without correlation id");
+	/* I5: when idle the outbox drains. */
+	for (int i = 0; i < 50 && flow_sql_long(&f, "SELECT count(*) FROM saga_outbox") > 0; i++)
+		usleep(100 * 1000);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_outbox"), 0, "outbox not empty");
+	/* I4: per saga, transition sequence numbers are 1..n without gaps. */
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM (SELECT saga_id FROM saga_transition"
+	                               " GROUP BY saga_id HAVING max(seq) <> count(*)) g"),
+	             0, "a gap in a saga's transitions");
+}
+
+TestSuite(saga_flow, .fini = teardown, .timeout = 240);
+
+Test(saga_flow, happy_path_completes_every_saga_once)
+{
+	flow_setup(&f, "t_happy");
+	flow_define(&f, order_yaml);
+	start_all(NULL, NULL, NULL);
+	start_many("order", 30);
+	settle(30, 60000);
+	cr_assert_eq(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_instance WHERE state = 'completed'"),
+	        30);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM participant_effects"), 90,
+	             "three side effects per saga");
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_step WHERE state <> 'succeeded'"),
+	             0);
+	/* The ship step received the outputs of the two steps before it. */
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_step WHERE output IS NULL"), 0);
+	check_invariants();
+}
+
+Test(saga_flow, permanent_failure_compensates_in_reverse_order)
+{
+	const char *const fail_ship[] = {"--fail-rate=1", NULL};
+
+	flow_setup(&f, "t_comp");
+	flow_define(&f, order_yaml);
+	start_all(NULL, NULL, fail_ship);
+	start_many("order", 10);
+	settle(10, 60000);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_instance"
+	                               " WHERE state = 'compensated'"),
+	             10);
+	/* refund (compensation of the later step) comes before release, in every saga. */
+	cr_assert_eq(
+	        flow_sql_long(&f,
+	                      "SELECT count(*) FROM participant_effects r"
+	                      " JOIN participant_effects s ON s.saga_id = r.saga_id"
+	                      " WHERE r.subject = 'payments.refund'"
+	                      " AND s.subject = 'stock.release' AND s.created_at >= r.created_at"),
+	        10);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM participant_effects"
+	                               " WHERE subject = 'shipping.ship'"),
+	             0, "a failed action leaves no effect");
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_transition t1"
+	                               " JOIN saga_transition t2 USING (saga_id)"
+	                               " WHERE t1.phase = 'compensation' AND t2.phase = 'action'"
+	                               " AND t2.seq > t1.seq AND t2.outcome = 'applied'"),
+	             0, "nothing moves forward after compensation began");
+	check_invariants();
+}
+
+Test(saga_flow, retryable_failures_then_success)
+{
+	/* 30% of attempts fail; with 10 attempts a saga compensates with odds of 6e-6. */
+	static const char yaml[] =
+	        "name: order\n"
+	        "steps:\n"
+	        "  - name: reserve_stock\n"
+	        "    action: stock.reserve\n"
+	        "    compensation: stock.release\n"
+	        "  - name: charge_card\n"
+	        "    action: payments.charge\n"
+	        "    compensation: payments.refund\n"
+	        "    retry: {max_attempts: 10, initial_backoff: 10ms, max_backoff: 50ms}\n"
+	        "  - name: ship\n"
+	        "    action: shipping.ship\n";
+	const char *const flaky[] = {"--retryable-rate=0.3", NULL};
+
+	flow_setup(&f, "t_retry");
+	flow_define(&f, yaml);
+	start_all(NULL, flaky, NULL);
+	start_many("order", 20);
+	settle(20, 60000);
+	cr_assert_eq(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_instance WHERE state = 'completed'"),
+	        20, "%s",
+	        flow_sql(&f, "SELECT string_agg(state || ': ' || coalesce(last_error,''), ', ') "
+	                     "FROM saga_instance WHERE state <> 'completed'"));
+	cr_assert_gt(flow_sql_long(&f, "SELECT count(*) FROM saga_step WHERE name = 'charge_card'"
+	                               " AND attempt > 1"),
+	             0, "some charges needed a retry");
+	check_invariants();
+}
+
+Test(saga_flow, a_timed_out_attempt_is_resent_and_deduplicated)
+{
+	static const char slow_yaml[] = "name: order\n"
+	                                "steps:\n"
+	                                "  - name: reserve_stock\n"
+	                                "    action: stock.reserve\n"
+	                                "    compensation: stock.release\n"
+	                                "    timeout: 300ms\n"
+	                                "    retry: {max_attempts: 12, initial_backoff: 50ms}\n";
+	const char *const slow[] = {"--latency-ms=600", NULL};
+
+	flow_setup(&f, "t_timeout");
+	flow_define(&f, slow_yaml);
+	flow_start_sagad(&f, NULL);
+	flow_start_participant(&f, "stock", slow);
+	start_many("order", 3);
+	settle(3, 60000);
+	cr_assert_eq(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_instance WHERE state = 'completed'"),
+	        3);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_step WHERE attempt >= 2"), 3,
+	             "every saga needed a re-send");
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM participant_effects"), 3,
+	             "the re-send did not run the handler twice");
+	cr_assert_gt(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_transition WHERE event = 'timeout'"),
+	        0);
+	check_invariants();
+}
+
+Test(saga_flow, duplicate_stale_and_late_replies_change_nothing)
+{
+	flow_setup(&f, "t_dup");
+	flow_define(&f, order_yaml);
+	start_all(NULL, NULL, NULL);
+	start_many("order", 5);
+	settle(5, 60000);
+	{
+		/* Replay every completed command's reply (late), plus a stale attempt. */
+		char ids[5][64];
+		struct bytes out = {0};
+		char err[256];
+
+		for (int i = 0; i < 5; i++) {
+			char sql[128];
+
+			snprintf(sql, sizeof(sql),
+			         "SELECT id FROM saga_instance ORDER BY id OFFSET %d LIMIT 1", i);
+			snprintf(ids[i], sizeof(ids[i]), "%s", flow_sql(&f, sql));
+		}
+		for (int i = 0; i < 5; i++) {
+			struct command_msg cmd;
+			char subject[256], msg_id[128];
+
+			memset(&cmd, 0, sizeof(cmd));
+			snprintf(cmd.saga_id, sizeof(cmd.saga_id), "%s", ids[i]);
+			snprintf(cmd.correlation_id, sizeof(cmd.correlation_id), "%s", ids[i]);
+			snprintf(cmd.step, sizeof(cmd.step), "charge_card");
+			cmd.phase = PHASE_ACTION;
+			cmd.attempt = (uint32_t)(i % 2 == 0 ? 1 : 9);
+			snprintf(cmd.idempotency_key, sizeof(cmd.idempotency_key),
+			         "%s/charge_card/a", ids[i]);
+			cr_assert_eq(codec_encode_reply(&cmd, OUTCOME_PERMANENT_FAILURE,
+			                                (struct bytes){0}, "late", "too late",
+			                                "test", 0, &out),
+			             STATUS_OK);
+			snprintf(subject, sizeof(subject), "%s.reply.payments.charge", f.prefix);
+			snprintf(msg_id, sizeof(msg_id), "test-late-%d", i);
+			cr_assert_eq(bus_publish_async(f.bus, subject, msg_id, NULL, 0, out.data,
+			                               out.len, err, sizeof(err)),
+			             STATUS_OK, "%s", err);
+			free(out.data);
+		}
+		{
+			int failed = 0;
+
+			cr_assert_eq(bus_publish_wait(f.bus, 5000, &failed, err, sizeof(err)),
+			             STATUS_OK);
+			cr_assert_eq(failed, 0);
+		}
+	}
+	for (int i = 0; i < 100 && flow_sql_long(&f, "SELECT count(*) FROM saga_transition"
+	                                             " WHERE outcome = 'late'") < 5;
+	     i++)
+		usleep(100 * 1000);
+	cr_assert_eq(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_transition WHERE outcome = 'late'"), 5,
+	        "every late reply is recorded");
+	cr_assert_eq(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_instance WHERE state = 'completed'"),
+	        5, "and changes nothing");
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_dead_letter"), 0);
+	check_invariants();
+}
+
+Test(saga_flow, idempotent_start_returns_the_first_sagas_ids)
+{
+	struct start_answer a1, a2;
+
+	flow_setup(&f, "t_idem");
+	flow_define(&f, order_yaml);
+	flow_start_sagad(&f, NULL);
+	cr_assert_eq(flow_start_saga(&f, "order", "{}", "order-42", &a1), STATUS_OK);
+	cr_assert_eq(a1.status, START_ACCEPTED, "%s", a1.reason);
+	cr_assert_eq(flow_start_saga(&f, "order", "{\"other\":1}", "order-42", &a2), STATUS_OK);
+	cr_assert_eq(a2.status, START_DUPLICATE);
+	cr_assert_str_eq(a2.saga_id, a1.saga_id);
+	cr_assert_str_eq(a2.correlation_id, a1.correlation_id);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_instance"), 1);
+	/* Unknown saga and bad input are rejected with a reason. */
+	cr_assert_eq(flow_start_saga(&f, "nope", "{}", NULL, &a2), STATUS_OK);
+	cr_assert_eq(a2.status, START_REJECTED);
+	cr_assert_eq(a2.reject, REJECT_UNKNOWN_SAGA);
+	cr_assert_eq(flow_start_saga(&f, "order", "{}", "bad key with spaces", &a2), STATUS_OK);
+	cr_assert_eq(a2.status, START_REJECTED);
+	cr_assert_eq(a2.reject, REJECT_INVALID);
+	cr_assert(strstr(a2.reason, "idempotency_key") != NULL, "%s", a2.reason);
+}
+
+Test(saga_flow, admission_limit_rejects_with_retry_after)
+{
+	const char *const limit[] = {"SAGAD_MAX_IN_FLIGHT=5", NULL};
+	int accepted = 0, rejected = 0;
+
+	flow_setup(&f, "t_admit");
+	flow_define(&f, order_yaml);
+	flow_start_sagad(&f, limit); /* no participants: every saga stays in flight */
+	for (int i = 0; i < 8; i++) {
+		struct start_answer a;
+
+		cr_assert_eq(flow_start_saga(&f, "order", "{}", NULL, &a), STATUS_OK);
+		if (a.status == START_ACCEPTED) {
+			accepted++;
+		} else {
+			cr_assert_eq(a.reject, REJECT_OVERLOADED, "%s", a.reason);
+			cr_assert_gt(a.retry_after_ms, 0);
+			rejected++;
+		}
+	}
+	cr_assert_eq(accepted, 5);
+	cr_assert_eq(rejected, 3);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_instance"), 5,
+	             "a rejected start leaves nothing behind");
+}
+
+Test(saga_flow, parallel_group_and_pivot)
+{
+	static const char yaml[] =
+	        "name: order\n"
+	        "steps:\n"
+	        "  - name: reserve_stock\n"
+	        "    action: stock.reserve\n"
+	        "    compensation: stock.release\n"
+	        "    group: prepare\n"
+	        "    timeout: 2s\n"
+	        "  - name: charge_card\n"
+	        "    action: payments.charge\n"
+	        "    compensation: payments.refund\n"
+	        "    group: prepare\n"
+	        "    timeout: 2s\n"
+	        "  - name: ship\n"
+	        "    action: shipping.ship\n"
+	        "    kind: pivot\n"
+	        "    timeout: 2s\n"
+	        "    retry: {max_attempts: 10, initial_backoff: 10ms, max_backoff: 50ms}\n";
+	const char *const flaky[] = {"--retryable-rate=0.3", NULL};
+
+	flow_setup(&f, "t_group");
+	flow_define(&f, yaml);
+	start_all(NULL, NULL, flaky);
+	start_many("order", 10);
+	settle(10, 60000);
+	cr_assert_eq(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_instance WHERE state = 'completed'"),
+	        10);
+	/* Both group members were dispatched by the start transition itself. */
+	cr_assert_eq(
+	        flow_sql_long(&f,
+	                      "SELECT count(*) FROM saga_step s JOIN saga_step t"
+	                      " USING (saga_id) WHERE s.name = 'reserve_stock'"
+	                      " AND t.name = 'charge_card'"
+	                      " AND abs(extract(epoch from s.started_at - t.started_at)) < 0.001"),
+	        10, "the group's steps start together");
+	check_invariants();
+}
+
+Test(saga_flow, a_definition_changed_while_sagas_run)
+{
+	static const char v2_yaml[] = "name: order\n"
+	                              "steps:\n"
+	                              "  - name: reserve_stock\n"
+	                              "    action: stock.reserve\n"
+	                              "    compensation: stock.release\n"
+	                              "  - name: charge_card\n"
+	                              "    action: payments.charge\n";
+
+	flow_setup(&f, "t_version");
+	cr_assert_eq(flow_define(&f, order_yaml), 1);
+	cr_assert_eq(flow_define(&f, order_yaml), 1, "an identical body is not a new version");
+	flow_start_sagad(&f, NULL);
+	start_many("order", 5); /* v1, waiting: no participant yet */
+	cr_assert_eq(flow_define(&f, v2_yaml), 2);
+	usleep(1100 * 1000);    /* the latest-version cache lives one second */
+	start_many("order", 5); /* v2 */
+	flow_start_participant(&f, "stock", NULL);
+	flow_start_participant(&f, "payments", NULL);
+	flow_start_participant(&f, "shipping", NULL);
+	settle(10, 60000);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_instance"
+	                               " WHERE definition_version = 1 AND state = 'completed'"),
+	             5);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_instance"
+	                               " WHERE definition_version = 2 AND state = 'completed'"),
+	             5);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM participant_effects"
+	                               " WHERE subject = 'shipping.ship'"),
+	             5, "old sagas finish under their own version (with ship), new ones without");
+	check_invariants();
+}
+
+Test(saga_flow, an_undecodable_reply_becomes_a_dead_letter)
+{
+	char subject[256], err[256];
+	int failed = 0;
+	static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0x07, 'x'};
+
+	flow_setup(&f, "t_dlq");
+	flow_define(&f, order_yaml);
+	flow_start_sagad(&f, NULL);
+	snprintf(subject, sizeof(subject), "%s.reply.stock.reserve", f.prefix);
+	cr_assert_eq(bus_publish_async(f.bus, subject, "garbage-1", NULL, 0, garbage,
+	                               sizeof(garbage), err, sizeof(err)),
+	             STATUS_OK);
+	cr_assert_eq(bus_publish_wait(f.bus, 5000, &failed, err, sizeof(err)), STATUS_OK);
+	for (int i = 0; i < 100 && flow_sql_long(&f, "SELECT count(*) FROM saga_dead_letter") == 0;
+	     i++)
+		usleep(100 * 1000);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_dead_letter"
+	                               " WHERE error_class = 'undecodable' AND status = 'open'"),
+	             1);
+	cr_assert_str_eq(flow_sql(&f, "SELECT encode(payload, 'hex') FROM saga_dead_letter"),
+	                 "ffffff0778", "the raw bytes are kept");
+	cr_assert(strstr(flow_sql(&f, "SELECT source_subject FROM saga_dead_letter"), "reply") !=
+	          NULL);
+	{
+		/* It reached the DLQ stream and left the reply stream (terminated, not redelivered). */
+		struct bus_stream_stats ss;
+		struct bus_consumer_stats cs;
+
+		for (int i = 0; i < 50; i++) {
+			cr_assert_eq(bus_stream_stats(f.bus, BUS_STREAM_DLQ, &ss, err, sizeof(err)),
+			             STATUS_OK);
+			if (ss.msgs == 1)
+				break;
+			usleep(100 * 1000);
+		}
+		cr_assert_eq(ss.msgs, 1);
+		cr_assert_eq(bus_consumer_stats(f.bus, BUS_STREAM_REPLY, &cs, err, sizeof(err)),
+		             STATUS_OK);
+		cr_assert_eq(cs.num_ack_pending, 0);
+		cr_assert_eq(cs.num_pending, 0);
+	}
+}
+
+Test(saga_flow, kill_9_of_sagad_mid_run_loses_and_doubles_nothing, .timeout = 300)
+{
+	const char *const slow[] = {"--latency-ms=5", NULL};
+	int sagad;
+
+	flow_setup(&f, "t_kill");
+	flow_define(&f, order_yaml);
+	sagad = flow_start_sagad(&f, NULL);
+	flow_start_participant(&f, "stock", slow);
+	flow_start_participant(&f, "payments", slow);
+	flow_start_participant(&f, "shipping", slow);
+	start_many("order", 200);
+	/* Kill it while sagas are in every stage. */
+	for (int i = 0; i < 100 && flow_sql_long(&f, "SELECT count(*) FROM saga_instance"
+	                                             " WHERE state = 'completed'") < 20;
+	     i++)
+		usleep(20 * 1000);
+	flow_signal(&f, sagad, SIGKILL);
+	cr_assert_gt(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_instance WHERE state = 'running'"), 0,
+	        "the kill should land mid-run");
+	usleep(500 * 1000);
+	flow_start_sagad(&f, NULL);
+	settle(200, 120000);
+	cr_assert_eq(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_instance WHERE state = 'completed'"),
+	        200, "every saga ends exactly once");
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM participant_effects"), 600);
+	check_invariants();
+}
+
+Test(saga_flow, buffered_submits_and_wire_definitions_work_and_messages_carry_ids)
+{
+	struct bus_sub *cmds = NULL, *events = NULL;
+	struct bytes body = {0};
+	struct bus_msg *reply = NULL;
+	struct define_answer da;
+	struct saga_def def;
+	char subject[256], err[512];
+	int failed = 0;
+
+	flow_setup(&f, "t_submit");
+	/* Register over NATS (saga.define) instead of sagactl. */
+	flow_start_sagad(&f, NULL);
+	cr_assert_eq(definition_parse_yaml(&def, order_yaml, strlen(order_yaml), err, sizeof(err)),
+	             STATUS_OK, "%s", err);
+	cr_assert_eq(codec_encode_define_request(&def, &body), STATUS_OK);
+	snprintf(subject, sizeof(subject), "%s.define", f.prefix);
+	cr_assert_eq(bus_request(f.bus, subject, NULL, 0, body.data, body.len, 5000, &reply, err,
+	                         sizeof(err)),
+	             STATUS_OK, "%s", err);
+	free(body.data);
+	cr_assert_eq(codec_decode_define_answer(bus_msg_data(reply), bus_msg_len(reply), &da, err,
+	                                        sizeof(err)),
+	             STATUS_OK);
+	bus_msg_free(reply);
+	cr_assert_eq(da.status, 1, "created: %s %s", da.field, da.error);
+	cr_assert_eq(da.version, 1);
+	/* An invalid definition is refused with the field that is wrong. */
+	snprintf(def.steps[1].action_subject, sizeof(def.steps[1].action_subject), "bad.*");
+	cr_assert_eq(codec_encode_define_request(&def, &body), STATUS_OK);
+	cr_assert_eq(bus_request(f.bus, subject, NULL, 0, body.data, body.len, 5000, &reply, err,
+	                         sizeof(err)),
+	             STATUS_OK);
+	free(body.data);
+	cr_assert_eq(codec_decode_define_answer(bus_msg_data(reply), bus_msg_len(reply), &da, err,
+	                                        sizeof(err)),
+	             STATUS_OK);
+	bus_msg_free(reply);
+	cr_assert_eq(da.status, 3);
+	cr_assert_str_eq(da.field, "steps[1].action");
+
+	/* Watch commands and events (core subscriptions see stream traffic too). */
+	snprintf(subject, sizeof(subject), "%s.cmd.>", f.prefix);
+	cr_assert_eq(bus_subscribe(f.bus, subject, NULL, &cmds, err, sizeof(err)), STATUS_OK);
+	snprintf(subject, sizeof(subject), "%s.event.>", f.prefix);
+	cr_assert_eq(bus_subscribe(f.bus, subject, NULL, &events, err, sizeof(err)), STATUS_OK);
+
+	flow_start_participant(&f, "stock", NULL);
+	flow_start_participant(&f, "payments", NULL);
+	flow_start_participant(&f, "shipping", NULL);
+	snprintf(subject, sizeof(subject), "%s.submit.order", f.prefix);
+	for (int i = 0; i < 5; i++) {
+		char key[32], msg_id[32];
+
+		snprintf(key, sizeof(key), "submit-%d", i % 4); /* one duplicate */
+		cr_assert_eq(codec_encode_start_request("", 0, (struct bytes){(uint8_t *)"{}", 2},
+		                                        key, "corr-from-caller", &body),
+		             STATUS_OK);
+		snprintf(msg_id, sizeof(msg_id), "submit-msg-%d",
+		         i); /* reaches sagad: no stream dedupe */
+		cr_assert_eq(bus_publish_async(f.bus, subject, msg_id, NULL, 0, body.data, body.len,
+		                               err, sizeof(err)),
+		             STATUS_OK);
+		free(body.data);
+	}
+	/* A submit for an unknown saga is rejected as a lifecycle event. */
+	snprintf(subject, sizeof(subject), "%s.submit.nope", f.prefix);
+	cr_assert_eq(codec_encode_start_request("", 0, (struct bytes){(uint8_t *)"{}", 2}, NULL,
+	                                        NULL, &body),
+	             STATUS_OK);
+	cr_assert_eq(bus_publish_async(f.bus, subject, "nope-1", NULL, 0, body.data, body.len, err,
+	                               sizeof(err)),
+	             STATUS_OK);
+	free(body.data);
+	cr_assert_eq(bus_publish_wait(f.bus, 5000, &failed, err, sizeof(err)), STATUS_OK);
+	settle(4, 60000);
+	cr_assert_eq(flow_sql_long(&f,
+	                           "SELECT count(*) FROM saga_instance WHERE state = 'completed'"
+	                           " AND correlation_id = 'corr-from-caller'"),
+	             4, "the caller's correlation id is kept; the duplicate made no saga");
+
+	/* Every command and event carried the ids in its headers. */
+	{
+		int n_cmd = 0, n_evt = 0, rejected = 0;
+		struct bus_msg *m = NULL;
+
+		while (bus_next(cmds, 200, &m) == STATUS_OK) {
+			cr_assert_str_eq(bus_msg_header(m, HDR_CORRELATION_ID), "corr-from-caller");
+			cr_assert_not_null(bus_msg_header(m, HDR_SAGA_ID));
+			cr_assert_not_null(bus_msg_header(m, HDR_STEP));
+			cr_assert_not_null(bus_msg_header(m, HDR_ATTEMPT));
+			cr_assert_not_null(bus_msg_header(m, "Nats-Msg-Id"));
+			cr_assert_str_eq(bus_msg_header(m, HDR_CONTENT_TYPE), CT_STEP_COMMAND);
+			n_cmd++;
+			bus_msg_free(m);
+		}
+		while (bus_next(events, 200, &m) == STATUS_OK) {
+			if (strstr(bus_msg_subject(m), ".rejected") != NULL) {
+				rejected++;
+			} else {
+				cr_assert_str_eq(bus_msg_header(m, HDR_CORRELATION_ID),
+				                 "corr-from-caller");
+				cr_assert_not_null(bus_msg_header(m, HDR_SAGA_ID));
+			}
+			n_evt++;
+			bus_msg_free(m);
+		}
+		cr_assert_eq(n_cmd, 12, "4 sagas x 3 commands");
+		/* started + 3 step_succeeded + completed per saga, plus one rejection. */
+		cr_assert_eq(n_evt, 4 * 5 + 1);
+		cr_assert_eq(rejected, 1);
+	}
+	bus_unsubscribe(cmds);
+	bus_unsubscribe(events);
+	check_invariants();
+}
