@@ -12,6 +12,7 @@
 #include "codec.h"
 #include "definition.h"
 #include "log.h"
+#include "metrics.h"
 
 #define MAX_DUE_PER_SAGA (2 * SAGA_MAX_STEPS + 1)
 
@@ -129,10 +130,12 @@ apply_queue_plan(const struct apply_env *env, const struct saga_def *def,
 }
 
 void
-apply_log_plan(const struct saga_def *def, const struct saga_inst *inst, const struct plan *plan)
+apply_log_plan(const struct saga_def *def, const struct saga_inst *inst, const struct plan *plan,
+               int64_t now_ms)
 {
 	const char *step = plan->step >= 0 ? def->steps[plan->step].name : "-";
 
+	metrics_observe_plan(inst, plan, now_ms);
 	if (plan->verdict != VERDICT_APPLIED) {
 		log_saga(LOG_INFO, inst->id, inst->correlation_id, "%s %s ignored (%s): %s",
 		         engine_event_name(plan->event), step, engine_verdict_name(plan->verdict),
@@ -215,7 +218,7 @@ apply_due_timers(const struct apply_env *env, int limit, int *n_sagas, int *n_ev
 				inst->seq--;
 				continue;
 			}
-			apply_log_plan(defs[i], inst, &plan);
+			apply_log_plan(defs[i], inst, &plan, now_ms);
 			st = apply_queue_plan(env, defs[i], inst, &plan, now_ms);
 			events++;
 		}
@@ -278,7 +281,7 @@ apply_operator(const struct apply_env *env, const char *saga_id, enum engine_eve
 	st = engine_step(def, &rows[0].inst, &ev, plan);
 	if (st != STATUS_OK)
 		goto fail;
-	apply_log_plan(def, &rows[0].inst, plan);
+	apply_log_plan(def, &rows[0].inst, plan, now_ms);
 	st = store_pipeline_begin(env->db, err, errlen);
 	if (st != STATUS_OK)
 		goto fail;

@@ -52,8 +52,11 @@ enum status apply_operator(const struct apply_env *env, const char *saga_id,
                            enum engine_event_type type, const char *note, struct plan *plan,
                            char *err, size_t errlen) MUSTCHECK;
 
-/* Log one applied plan (debug for steps, info for saga-level outcomes) with the saga's ids. */
+/*
+ * Log one plan (debug for steps, info for saga-level outcomes, with the saga's
+ * ids) and count it in the metrics.
+ */
 void apply_log_plan(const struct saga_def *def, const struct saga_inst *inst,
-                    const struct plan *plan);
+                    const struct plan *plan, int64_t now_ms);
 
 #endif /* SAGAD_APPLY_H */

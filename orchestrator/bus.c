@@ -509,6 +509,15 @@ bus_unsubscribe(struct bus_sub *sub)
 	free(sub);
 }
 
+void
+bus_drain(struct bus_sub *sub)
+{
+	if (sub == NULL || sub->pull)
+		return;
+	if (natsSubscription_Drain(sub->sub) != NATS_OK)
+		natsSubscription_Unsubscribe(sub->sub);
+}
+
 enum status
 bus_next(struct bus_sub *sub, int timeout_ms, struct bus_msg **msg)
 {

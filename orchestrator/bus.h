@@ -102,6 +102,12 @@ enum status bus_pull_subscribe(struct bus *b, enum bus_stream which, struct bus_
 void bus_unsubscribe(struct bus_sub *sub);
 
 /*
+ * Remove interest in a core subscription but keep the messages already
+ * received: bus_next returns them, then fails. NULL is a no-op.
+ */
+void bus_drain(struct bus_sub *sub);
+
+/*
  * Next message of a core subscription, waiting at most timeout_ms (0 = do not
  * wait). STATUS_TIMEOUT when none came. The caller frees *msg (bus_msg_free).
  */

@@ -222,6 +222,15 @@ codec_encode_start_request(const char *saga_name, uint32_t version, struct bytes
                            const char *idempotency_key, const char *correlation_id,
                            struct bytes *out)
 {
+	return codec_encode_start_request_traced(saga_name, version, input, idempotency_key,
+	                                         correlation_id, NULL, out);
+}
+
+enum status
+codec_encode_start_request_traced(const char *saga_name, uint32_t version, struct bytes input,
+                                  const char *idempotency_key, const char *correlation_id,
+                                  const char *traceparent, struct bytes *out)
+{
 	Saga__V1__StartSagaRequest m = SAGA__V1__START_SAGA_REQUEST__INIT;
 
 	m.saga_name = (char *)(saga_name != NULL ? saga_name : "");
@@ -230,6 +239,7 @@ codec_encode_start_request(const char *saga_name, uint32_t version, struct bytes
 	m.input.len = input.len;
 	m.idempotency_key = (char *)(idempotency_key != NULL ? idempotency_key : "");
 	m.correlation_id = (char *)(correlation_id != NULL ? correlation_id : "");
+	m.traceparent = (char *)(traceparent != NULL ? traceparent : "");
 	return pack(&m.base, out);
 }
 
@@ -504,6 +514,7 @@ codec_decode_reply(const uint8_t *data, size_t len, size_t max_len, struct reply
 	out->attempt = m->attempt;
 	out->output.data = m->output.data;
 	out->output.len = m->output.len;
+	out->completed_unix_ms = m->completed_unix_ms;
 	if (m->error_code[0] != '\0' || m->error_message[0] != '\0') {
 		char joined[SAGA_ERROR_MAX * 2];
 

@@ -36,7 +36,8 @@ struct reply_msg {
 	enum reply_outcome outcome;                    /* success / retryable / permanent */
 	struct bytes output;                           /* borrowed from pb */
 	char error[SAGA_ERROR_MAX + 1];                /* error_code: error_message, truncated */
-	void *pb;                                      /* the unpacked message (codec-owned) */
+	int64_t completed_unix_ms; /* when the participant finished (its clock) */
+	void *pb;                  /* the unpacked message (codec-owned) */
 };
 
 /* A decoded StepCommand (for participants). Strings are copies; bytes point into pb. */
@@ -142,6 +143,11 @@ enum status codec_encode_start_answer(const struct start_answer *a, struct bytes
 enum status codec_encode_start_request(const char *saga_name, uint32_t version, struct bytes input,
                                        const char *idempotency_key, const char *correlation_id,
                                        struct bytes *out) MUSTCHECK;
+/* The same with W3C trace context (may be NULL or ""). */
+enum status codec_encode_start_request_traced(const char *saga_name, uint32_t version,
+                                              struct bytes input, const char *idempotency_key,
+                                              const char *correlation_id, const char *traceparent,
+                                              struct bytes *out) MUSTCHECK;
 enum status codec_encode_rejected_event(const char *saga_name, const struct start_answer *a,
                                         const char *idempotency_key, int64_t now_ms,
                                         struct bytes *out) MUSTCHECK;

@@ -152,6 +152,9 @@ static const struct setting settings[] = {
          "SAGAD_RELAY_BATCH", "outbox rows published per relay pass"},
         {"timer_interval", SETTING_DURATION, F(timer_interval_ms), "50ms", 1, MS_MINUTE, NULL, NULL,
          false, "SAGAD_TIMER_INTERVAL", "how often due timers are looked for"},
+        {"http_listen", SETTING_STRING, F(http_listen), "127.0.0.1:8780", 0, 0, NULL,
+         valid_nonempty, false, "SAGAD_HTTP_LISTEN",
+         "HTTP API address HOST:PORT (port 0 = any free port), or \"off\""},
         {"log_level", SETTING_ENUM, F(log_level), "info", 0, 0, level_words, NULL, false,
          "SAGAD_LOG_LEVEL", "lowest level logged: debug, info, warn, error"},
 };

@@ -47,6 +47,7 @@ struct config {
 	int64_t timer_batch;          /* sagas woken per timer transaction */
 	int64_t relay_batch;          /* outbox rows published per relay pass */
 	int64_t timer_interval_ms;    /* how often due timers are polled when idle */
+	char *http_listen;            /* HTTP API address "HOST:PORT" or "off" */
 	int log_level;                /* enum log_level */
 };
 

@@ -9,8 +9,10 @@
 #include "apply.h"
 #include "codec.h"
 #include "defcache.h"
+#include "http.h"
 #include "intake.h"
 #include "log.h"
+#include "metrics.h"
 #include "relay.h"
 #include "replies.h"
 
@@ -26,18 +28,48 @@ struct daemon {
 	struct intake_admission admission; /* in-flight estimate */
 	struct intake_start *start_buf;    /* reusable start batch */
 	struct bus_msg **msg_buf;          /* reusable message batch */
+	int64_t *received_us;              /* when each start of the batch arrived (monotonic us) */
+	struct http *http;                 /* the HTTP API, or NULL when off */
 	int64_t last_timer_ms;             /* monotonic ms of the last timer pass */
 	int64_t last_relay_ms;             /* monotonic ms of the last relay pass */
 	int64_t last_error_log_ms;         /* rate limit of repeated error lines */
 };
 
 static int64_t
-mono_ms(void)
+mono_us(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t
+mono_ms(void)
+{
+	return mono_us() / 1000;
+}
+
+/* Count a start's outcome and how long its answer took. */
+static void
+observe_start(const struct start_answer *a, int64_t received_us)
+{
+	static const enum metric_counter rejected[] = {
+	        [REJECT_NONE] = M_STARTS_REJECTED_INVALID,
+	        [REJECT_UNKNOWN_SAGA] = M_STARTS_REJECTED_UNKNOWN,
+	        [REJECT_INVALID] = M_STARTS_REJECTED_INVALID,
+	        [REJECT_OVERLOADED] = M_STARTS_REJECTED_OVERLOADED,
+	        [REJECT_UNAVAILABLE] = M_STARTS_REJECTED_UNAVAILABLE,
+	};
+
+	if (a->status == START_ACCEPTED)
+		metrics_add(M_STARTS_ACCEPTED, 1);
+	else if (a->status == START_DUPLICATE)
+		metrics_add(M_STARTS_DUPLICATE, 1);
+	else if ((int)a->reject >= 0 && a->reject <= REJECT_UNAVAILABLE)
+		metrics_add(rejected[a->reject], 1);
+	if (received_us > 0)
+		metrics_observe(H_START_ACK, (double)(mono_us() - received_us) / 1000.0);
 }
 
 /* Log a failing pass at most once a second; the loop retries by itself. */
@@ -70,9 +102,9 @@ answer_start(struct daemon *d, struct bus_msg *msg, const struct start_answer *a
 	free(out.data);
 }
 
-/* Starts over request/reply: decide a batch, answer each. */
+/* Starts over request/reply: wait up to wait_ms for the first, decide a batch, answer each. */
 static int
-pass_starts(struct daemon *d)
+pass_starts(struct daemon *d, int wait_ms)
 {
 	int n = 0;
 	char err[512];
@@ -81,8 +113,9 @@ pass_starts(struct daemon *d)
 	while (n < d->cfg->start_batch) {
 		struct bus_msg *m = NULL;
 
-		if (bus_next(d->starts, 0, &m) != STATUS_OK)
+		if (bus_next(d->starts, n == 0 ? wait_ms : 0, &m) != STATUS_OK)
 			break;
+		d->received_us[n] = mono_us();
 		d->msg_buf[n] = m;
 		intake_prepare(&d->start_buf[n], m, (size_t)d->cfg->max_payload);
 		n++;
@@ -94,6 +127,7 @@ pass_starts(struct daemon *d)
 		log_pass_error(d, "start batch", st, err);
 	for (int i = 0; i < n; i++) {
 		answer_start(d, d->msg_buf[i], &d->start_buf[i].answer);
+		observe_start(&d->start_buf[i].answer, d->received_us[i]);
 		intake_release(&d->start_buf[i]);
 		bus_msg_free(d->msg_buf[i]);
 	}
@@ -123,10 +157,12 @@ pass_submits(struct daemon *d)
 	for (int i = 0; i < n; i++) {
 		const struct start_answer *a = &d->start_buf[i].answer;
 
-		if (st == STATUS_OK)
+		if (st == STATUS_OK) {
 			bus_ack(d->msg_buf[i]);
-		else
+			observe_start(a, 0);
+		} else {
 			bus_nak(d->msg_buf[i], 1000);
+		}
 		if (st == STATUS_OK && a->status == START_REJECTED)
 			log_warn("submitted start of %s rejected: %s", d->start_buf[i].saga_name,
 			         a->reason);
@@ -239,11 +275,47 @@ fail:
 	return 1;
 }
 
+/*
+ * Graceful stop: take no new work (HTTP closed, start and define interest
+ * drained so the queue group sends them to other sagad processes), answer the
+ * starts already received, and publish what the outbox holds, within
+ * shutdown_timeout. Replies and submits not fetched stay in their streams.
+ */
+static void
+shut_down(struct daemon *d)
+{
+	int64_t deadline = mono_ms() + d->cfg->shutdown_timeout_ms;
+	int answered = 0, published = 0;
+
+	http_stop(d->http);
+	d->http = NULL;
+	bus_drain(d->starts);
+	bus_drain(d->defines);
+	while (mono_ms() < deadline) {
+		int n = pass_starts(d, 20);
+
+		n += pass_defines(d);
+		answered += n;
+		if (n == 0)
+			break;
+	}
+	while (mono_ms() < deadline) {
+		int n = pass_relay(d);
+
+		published += n;
+		if (n < d->cfg->relay_batch)
+			break;
+	}
+	log_info("stopped taking work: answered %d pending start(s), published %d outbox row(s)%s",
+	         answered, published, mono_ms() >= deadline ? " (shutdown_timeout reached)" : "");
+}
+
 int
 daemon_run(const struct config *cfg, struct store *db, struct bus *bus, volatile sig_atomic_t *stop)
 {
 	struct daemon d;
 	int64_t batch = cfg->start_batch > cfg->reply_batch ? cfg->start_batch : cfg->reply_batch;
+	char err[512];
 	int rc = 1;
 
 	memset(&d, 0, sizeof(d));
@@ -256,12 +328,19 @@ daemon_run(const struct config *cfg, struct store *db, struct bus *bus, volatile
 	d.admission.counted_ms = INT64_MIN / 2; /* count at the first start */
 	d.start_buf = calloc((size_t)batch, sizeof(*d.start_buf));
 	d.msg_buf = calloc((size_t)batch, sizeof(*d.msg_buf));
-	if (d.start_buf == NULL || d.msg_buf == NULL || defcache_new(&d.env.defs) != STATUS_OK) {
+	d.received_us = calloc((size_t)batch, sizeof(*d.received_us));
+	if (d.start_buf == NULL || d.msg_buf == NULL || d.received_us == NULL ||
+	    defcache_new(&d.env.defs) != STATUS_OK) {
 		log_fatal("out of memory");
 		goto cleanup;
 	}
 	if (subscribe_all(&d) != 0)
 		goto cleanup;
+	if (strcmp(cfg->http_listen, "off") != 0 &&
+	    http_start(&d.http, cfg, bus, err, sizeof(err)) != STATUS_OK) {
+		log_fatal("%s", err);
+		goto cleanup;
+	}
 	log_info(
 	        "ready: orchestrating on %s.start.*, %s.submit.*, %s.define; replies on %s.reply.>",
 	        cfg->subject_prefix, cfg->subject_prefix, cfg->subject_prefix, cfg->subject_prefix);
@@ -271,7 +350,7 @@ daemon_run(const struct config *cfg, struct store *db, struct bus *bus, volatile
 		int work = 0;
 		int wrote;
 
-		wrote = pass_starts(&d);
+		wrote = pass_starts(&d, 0);
 		wrote += pass_submits(&d);
 		work += pass_defines(&d);
 		wrote += pass_replies(&d, 0);
@@ -281,34 +360,18 @@ daemon_run(const struct config *cfg, struct store *db, struct bus *bus, volatile
 		if (wrote > 0 || mono_ms() - d.last_relay_ms >= 200)
 			work += pass_relay(&d);
 		if (work == 0) {
-			/* Idle: wait for a start (the most latency-sensitive input). */
-			struct bus_msg *m = NULL;
-
-			if (bus_next(d.starts, 2, &m) == STATUS_OK) {
-				/* Put it through the normal path with whatever follows it. */
-				d.msg_buf[0] = m;
-				intake_prepare(&d.start_buf[0], m, (size_t)cfg->max_payload);
-				{
-					char err[512];
-					enum status st =
-					        intake_starts(&d.env, &d.admission, d.start_buf, 1,
-					                      0, err, sizeof(err));
-
-					if (st != STATUS_OK)
-						log_pass_error(&d, "start", st, err);
-				}
-				answer_start(&d, m, &d.start_buf[0].answer);
-				intake_release(&d.start_buf[0]);
-				bus_msg_free(m);
+			/* Idle: wait briefly for a start (the most latency-sensitive input), then a reply. */
+			if (pass_starts(&d, 2) > 0)
 				pass_relay(&d);
-			} else {
-				work += pass_replies(&d, 3);
-			}
+			else
+				pass_replies(&d, 3);
 		}
 	}
-	log_info("stopping: loop left after a signal");
+	log_info("stopping on signal");
+	shut_down(&d);
 	rc = 0;
 cleanup:
+	http_stop(d.http);
 	bus_unsubscribe(d.starts);
 	bus_unsubscribe(d.defines);
 	bus_unsubscribe(d.replies);
@@ -316,5 +379,6 @@ cleanup:
 	defcache_free(d.env.defs);
 	free(d.start_buf);
 	free(d.msg_buf);
+	free(d.received_us);
 	return rc;
 }

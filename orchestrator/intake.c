@@ -109,7 +109,7 @@ accept_one(const struct apply_env *env, const struct saga_def *def, struct intak
 		                        s->req.labels_json);
 		store_queue_steps(env->db, def, inst);
 		st = apply_queue_plan(env, def, inst, &plan, now_ms);
-		apply_log_plan(def, inst, &plan);
+		apply_log_plan(def, inst, &plan, now_ms);
 	}
 	if (st == STATUS_OK) {
 		s->answer.status = START_ACCEPTED;

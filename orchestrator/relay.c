@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "codec.h"
+#include "metrics.h"
 #include "saga.h"
 
 #define RELAY_ACK_TIMEOUT_MS 5000
@@ -51,7 +52,9 @@ relay_run(struct store *db, struct bus *bus, int limit, int *published, char *er
 	done = store_outbox_done(db, st == STATUS_OK, st == STATUS_OK ? err : (char[64]){0},
 	                         st == STATUS_OK ? errlen : 64);
 	free(rows);
-	if (st == STATUS_OK && done == STATUS_OK)
+	if (st == STATUS_OK && done == STATUS_OK) {
 		*published = n;
+		metrics_add(M_OUTBOX_PUBLISHED, (uint64_t)n);
+	}
 	return st != STATUS_OK ? st : done;
 }

@@ -8,6 +8,7 @@
 #include "codec.h"
 #include "definition.h"
 #include "log.h"
+#include "metrics.h"
 
 /* One fetched message and what became of it. */
 struct reply_item {
@@ -25,6 +26,26 @@ mark_dead(struct reply_item *it, const char *error_class, const char *reason)
 	it->dead = 1;
 	it->error_class = error_class;
 	snprintf(it->reason, sizeof(it->reason), "%s", reason);
+}
+
+/*
+ * Message age (participant's completion -> now) and, for a successful reply
+ * the step waits for, the attempt's latency: the attempt was dispatched at
+ * wake_at - timeout.
+ */
+static void
+observe_reply(const struct saga_def *def, const struct saga_inst *inst, const struct reply_msg *r,
+              int step, int64_t now_ms)
+{
+	const struct step_inst *s = &inst->steps[step];
+	if (r->completed_unix_ms > 0)
+		metrics_observe(H_MESSAGE_AGE, (double)(now_ms - r->completed_unix_ms));
+	if (r->outcome == OUTCOME_SUCCESS && s->wake_at_ms > 0 &&
+	    ((r->phase == PHASE_ACTION && s->state == STEP_RUNNING && s->attempt == r->attempt) ||
+	     (r->phase == PHASE_COMPENSATION && s->state == STEP_COMPENSATING &&
+	      s->comp_attempt == r->attempt)))
+		metrics_observe(H_STEP_LATENCY,
+		                (double)(now_ms - (s->wake_at_ms - def->steps[step].timeout_ms)));
 }
 
 static int
@@ -168,10 +189,11 @@ replies_apply(const struct apply_env *env, struct bus_msg **msgs, int n, int *ap
 					ev.outcome = it->reply.outcome;
 					ev.output = it->reply.output;
 					ev.text = it->reply.error;
+					observe_reply(def, &l->inst, &it->reply, step, now_ms);
 					st = engine_step(def, &l->inst, &ev, &plan);
 					if (st != STATUS_OK)
 						break;
-					apply_log_plan(def, &l->inst, &plan);
+					apply_log_plan(def, &l->inst, &plan, now_ms);
 					st = apply_queue_plan(env, def, &l->inst, &plan, now_ms);
 					touched[l - rows] = 1;
 					count++;

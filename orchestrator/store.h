@@ -183,4 +183,25 @@ enum status store_definition_get(struct store *s, const char *name, uint32_t ver
                                  struct bytes *body, uint32_t *found_version, char *err,
                                  size_t errlen) MUSTCHECK;
 
+/* Counts for the metrics gauges. */
+struct store_gauges {
+	int64_t running;        /* sagas running */
+	int64_t compensating;   /* sagas compensating */
+	int64_t failed;         /* sagas failed */
+	int64_t outbox_rows;    /* unsent outbox rows */
+	double outbox_oldest_s; /* age of the oldest unsent row in seconds (0 when none) */
+};
+
+/* Read the gauges (one round trip; outside any transaction). */
+enum status store_read_gauges(struct store *s, struct store_gauges *g, char *err,
+                              size_t errlen) MUSTCHECK;
+
+/*
+ * One saga as a JSON document (state, definition, steps with attempts,
+ * errors and outputs, and the full timeline) built by PostgreSQL. *json is
+ * malloc'd (caller frees). STATUS_NOT_FOUND when there is no such saga.
+ */
+enum status store_saga_json(struct store *s, const char *saga_id, char **json, char *err,
+                            size_t errlen) MUSTCHECK;
+
 #endif /* SAGAD_STORE_H */

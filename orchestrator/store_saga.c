@@ -916,3 +916,77 @@ cleanup:
 	PQclear(res);
 	return st;
 }
+
+enum status
+store_read_gauges(struct store *s, struct store_gauges *g, char *err, size_t errlen)
+{
+	PGresult *res = PQexec(
+	        s->conn, "SELECT (SELECT count(*) FROM saga_instance WHERE state = 'running'),"
+	                 " (SELECT count(*) FROM saga_instance WHERE state = 'compensating'),"
+	                 " (SELECT count(*) FROM saga_instance WHERE state = 'failed'),"
+	                 " (SELECT count(*) FROM saga_outbox),"
+	                 " COALESCE((SELECT extract(epoch FROM now() - min(created_at)) FROM "
+	                 "saga_outbox), 0)");
+	enum status st = STATUS_OK;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		st = store_status_from_result(res, s->conn);
+		store_set_err(err, errlen, "reading gauges", PQerrorMessage(s->conn));
+	} else {
+		g->running = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		g->compensating = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+		g->failed = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+		g->outbox_rows = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+		g->outbox_oldest_s = strtod(PQgetvalue(res, 0, 4), NULL);
+	}
+	PQclear(res);
+	return st;
+}
+
+enum status
+store_saga_json(struct store *s, const char *saga_id, char **json, char *err, size_t errlen)
+{
+	const char *params[1] = {saga_id};
+	PGresult *res = PQexecParams(
+	        s->conn,
+	        "SELECT jsonb_build_object("
+	        " 'saga_id', i.id, 'correlation_id', i.correlation_id,"
+	        " 'saga', i.definition_name, 'version', i.definition_version, 'state', i.state,"
+	        " 'created_at', i.created_at, 'updated_at', i.updated_at, 'ended_at', i.ended_at,"
+	        " 'deadline_at', i.deadline_at, 'next_wake_at', i.wake_at,"
+	        " 'last_error', i.last_error, 'labels', i.labels,"
+	        " 'input', encode(i.input, 'escape'),"
+	        " 'steps', COALESCE((SELECT jsonb_agg(jsonb_build_object("
+	        "   'index', st.step_index, 'name', st.name, 'state', st.state,"
+	        "   'attempts', st.attempt, 'compensation_attempts', st.comp_attempt,"
+	        "   'last_error', st.last_error, 'started_at', st.started_at,"
+	        "   'completed_at', st.completed_at,"
+	        "   'output', encode(st.output, 'escape')) ORDER BY st.step_index)"
+	        "   FROM saga_step st WHERE st.saga_id = i.id), '[]'::jsonb),"
+	        " 'timeline', COALESCE((SELECT jsonb_agg(jsonb_build_object("
+	        "   'seq', t.seq, 'at', t.at, 'event', t.event, 'outcome', t.outcome,"
+	        "   'from', t.from_state, 'to', t.to_state, 'step', t.step, 'phase', t.phase,"
+	        "   'attempt', t.attempt, 'detail', t.detail) ORDER BY t.seq)"
+	        "   FROM saga_transition t WHERE t.saga_id = i.id), '[]'::jsonb)"
+	        ")::text FROM saga_instance i WHERE i.id = $1::uuid",
+	        1, NULL, params, NULL, NULL, 0);
+	enum status st = STATUS_OK;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		st = store_status_from_result(res, s->conn);
+		store_set_err(err, errlen, "reading saga", PQerrorMessage(s->conn));
+		goto cleanup;
+	}
+	if (PQntuples(res) == 0) {
+		st = STATUS_NOT_FOUND;
+		goto cleanup;
+	}
+	*json = strdup(PQgetvalue(res, 0, 0));
+	if (*json == NULL) {
+		snprintf(err, errlen, "out of memory");
+		st = STATUS_NOMEM;
+	}
+cleanup:
+	PQclear(res);
+	return st;
+}

@@ -9,6 +9,7 @@ build=${1:-build-demo}
 count=${SAGAD_DEMO_SAGAS:-400}
 rate=${SAGAD_DEMO_RATE:-200}
 bin=$build/orchestrator
+export SAGAD_HTTP_LISTEN=${SAGAD_HTTP_LISTEN:-127.0.0.1:0} # any free port: never collide
 pids=()
 
 stop_all() {

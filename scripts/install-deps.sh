@@ -9,7 +9,7 @@ packages=(
   nats-server libnats-dev
   protobuf-c-compiler libprotobuf-c-dev
   libcriterion-dev libyaml-dev
-  libmicrohttpd-dev
+  libmicrohttpd-dev libjansson-dev
   python3 procps iproute2
 )
 

@@ -1,11 +1,14 @@
 /* End-to-end fixture: one schema, subject prefix and streams per test; real sagad and participants. */
 #include "flow.h"
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -254,4 +257,51 @@ flow_wait_settled(struct flow *f, int min_sagas, int timeout_ms)
 		usleep(100 * 1000);
 	}
 	return 0;
+}
+
+int
+flow_http_port(struct flow *f, int i)
+{
+	static char buf[65536];
+	const char *p;
+
+	harness_read_file(f->logs[i], buf, sizeof(buf));
+	p = strstr(buf, "http listening on 127.0.0.1:");
+	cr_assert_not_null(p, "no http port in %s", f->logs[i]);
+	return atoi(p + strlen("http listening on 127.0.0.1:"));
+}
+
+int
+flow_http(int port, const char *method, const char *path, const char *headers, const char *body,
+          char *out, size_t outlen)
+{
+	struct sockaddr_in addr;
+	char req[8192];
+	size_t got = 0;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int n;
+
+	cr_assert_geq(fd, 0);
+	memset(&addr, 0, sizeof(addr));
+	addr.sin_family = AF_INET;
+	addr.sin_port = htons((uint16_t)port);
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0, "connect to :%d",
+	             port);
+	n = snprintf(req, sizeof(req),
+	             "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n%sContent-Length: %zu\r\n\r\n%s", method,
+	             path, headers != NULL ? headers : "", body != NULL ? strlen(body) : 0,
+	             body != NULL ? body : "");
+	cr_assert_eq(write(fd, req, (size_t)n), n);
+	while (got + 1 < outlen) {
+		ssize_t r = read(fd, out + got, outlen - 1 - got);
+
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	out[got] = '\0';
+	close(fd);
+	cr_assert(strncmp(out, "HTTP/1.", 7) == 0, "not an HTTP response: %s", out);
+	return atoi(out + 9);
 }

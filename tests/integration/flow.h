@@ -54,6 +54,16 @@ const char *flow_sql(struct flow *f, const char *sql);
 /* Integer result of a query. */
 long flow_sql_long(struct flow *f, const char *sql);
 
+/* The HTTP port child i (a sagad) logged; fails the test when it logged none. */
+int flow_http_port(struct flow *f, int i);
+
+/*
+ * One HTTP/1.0 request to 127.0.0.1:port; returns the status code and copies
+ * the whole response (headers and body) into out.
+ */
+int flow_http(int port, const char *method, const char *path, const char *headers, const char *body,
+              char *out, size_t outlen);
+
 /* Print the tail of every child's log (for failing assertions). */
 void flow_dump_logs(struct flow *f);
 
