@@ -12,6 +12,11 @@ packages=(
   libmicrohttpd-dev libjansson-dev
   python3 procps iproute2
 )
+# scripts/check-proto.sh installs buf with npm (into tools/buf/). Any Node.js
+# with npm will do, so Debian's are added only when no npm is on the PATH.
+if ! command -v npm >/dev/null 2>&1; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -15,6 +15,9 @@ bash scripts/install-deps.sh
 step "format check"
 bash scripts/format.sh check
 
+step "schema-evolution gate (buf lint + buf breaking against proto/BASELINE)"
+bash scripts/check-proto.sh
+
 setup() { # dir, options...
 	local dir=$1
 	shift
