@@ -155,6 +155,12 @@ static const struct setting settings[] = {
         {"http_listen", SETTING_STRING, F(http_listen), "127.0.0.1:8780", 0, 0, NULL,
          valid_nonempty, false, "SAGAD_HTTP_LISTEN",
          "HTTP API address HOST:PORT (port 0 = any free port), or \"off\""},
+        {"fail_point", SETTING_STRING, F(fail_point), "off", 0, 0, NULL, valid_nonempty, false,
+         "SAGAD_FAIL_POINT",
+         "tests only: SIGKILL at after_commit_before_publish, after_publish_before_delete, "
+         "after_fetch_before_commit or after_commit_before_ack"},
+        {"fail_point_after", SETTING_INT, F(fail_point_after), "1", 1, 1000000, NULL, NULL, false,
+         "SAGAD_FAIL_POINT_AFTER", "tests only: the fail point fires on this pass"},
         {"log_level", SETTING_ENUM, F(log_level), "info", 0, 0, level_words, NULL, false,
          "SAGAD_LOG_LEVEL", "lowest level logged: debug, info, warn, error"},
 };

@@ -9,6 +9,7 @@
 #include "apply.h"
 #include "codec.h"
 #include "defcache.h"
+#include "failpoint.h"
 #include "http.h"
 #include "intake.h"
 #include "log.h"
@@ -356,6 +357,8 @@ daemon_run(const struct config *cfg, struct store *db, struct bus *bus, volatile
 		wrote += pass_replies(&d, 0);
 		wrote += pass_timers(&d, 0);
 		work += wrote;
+		if (wrote > 0)
+			failpoint_pass(FP_AFTER_COMMIT_BEFORE_PUBLISH);
 		/* Right after a commit, not on a poll: a step's command leaves within ms. */
 		if (wrote > 0 || mono_ms() - d.last_relay_ms >= 200)
 			work += pass_relay(&d);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "codec.h"
+#include "failpoint.h"
 #include "metrics.h"
 #include "saga.h"
 
@@ -49,6 +50,8 @@ relay_run(struct store *db, struct bus *bus, int limit, int *published, char *er
 	}
 	if (st == STATUS_OK && failed > 0)
 		st = STATUS_NATS;
+	if (st == STATUS_OK && n > 0)
+		failpoint_pass(FP_AFTER_PUBLISH_BEFORE_DELETE);
 	done = store_outbox_done(db, st == STATUS_OK, st == STATUS_OK ? err : (char[64]){0},
 	                         st == STATUS_OK ? errlen : 64);
 	free(rows);

@@ -7,6 +7,7 @@
 
 #include "codec.h"
 #include "definition.h"
+#include "failpoint.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -211,9 +212,11 @@ replies_apply(const struct apply_env *env, struct bus_msg **msgs, int n, int *ap
 	}
 	if (st != STATUS_OK)
 		goto fail;
+	failpoint_pass(FP_AFTER_FETCH_BEFORE_COMMIT);
 	st = store_commit(env->db, err, errlen);
 	if (st != STATUS_OK)
 		goto nak;
+	failpoint_pass(FP_AFTER_COMMIT_BEFORE_ACK);
 	for (int i = 0; i < n; i++) {
 		if (items[i].dead)
 			bus_term(items[i].msg);

@@ -7,6 +7,7 @@
 #include "bus.h"
 #include "config.h"
 #include "daemon.h"
+#include "failpoint.h"
 #include "log.h"
 #include "migrate.h"
 #include "store.h"
@@ -166,6 +167,11 @@ main(int argc, char **argv)
 	if (next + 1 < argc) {
 		log_fatal("unexpected argument \"%s\" after command %s (see --help)",
 		          argv[next + 1], command);
+		goto cleanup;
+	}
+	if (failpoint_arm(strcmp(cfg.fail_point, "off") == 0 ? "" : cfg.fail_point,
+	                  (long)cfg.fail_point_after) != 0) {
+		log_fatal("bad setting: fail_point: unknown point \"%s\"", cfg.fail_point);
 		goto cleanup;
 	}
 	install_signals();

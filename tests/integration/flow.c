@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -304,4 +305,40 @@ flow_http(int port, const char *method, const char *path, const char *headers, c
 	close(fd);
 	cr_assert(strncmp(out, "HTTP/1.", 7) == 0, "not an HTTP response: %s", out);
 	return atoi(out + 9);
+}
+
+void
+flow_assert_invariants(struct flow *f, char (*accepted)[SAGA_ID_LEN + 1], int n_accepted)
+{
+	PGconn *conn = PQconnectdb(harness_database_url());
+	PGresult *res;
+	char sql[256];
+
+	cr_assert_eq(PQstatus(conn), CONNECTION_OK, "%s", PQerrorMessage(conn));
+	snprintf(sql, sizeof(sql), "SET search_path TO %s", f->schema);
+	PQclear(PQexec(conn, sql));
+	if (accepted != NULL) {
+		PQclear(PQexec(conn, "CREATE TEMP TABLE accepted_starts (saga_id uuid)"));
+		for (int i = 0; i < n_accepted; i++) {
+			const char *p[1] = {accepted[i]};
+
+			PQclear(PQexecParams(conn, "INSERT INTO accepted_starts VALUES ($1::uuid)",
+			                     1, NULL, p, NULL, NULL, 0));
+		}
+	}
+	/* I5 needs the relay to have caught up: give it a moment. */
+	for (int i = 0; i < 50 && flow_sql_long(f, "SELECT count(*) FROM saga_outbox") > 0; i++)
+		usleep(100 * 1000);
+	res = PQexec(conn, "SELECT invariant, check_name, violations, description"
+	                   " FROM saga_check_invariants()");
+	cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQerrorMessage(conn));
+	for (int r = 0; r < PQntuples(res); r++) {
+		if (PQgetisnull(res, r, 2))
+			continue; /* not applicable here */
+		cr_expect_eq(strtol(PQgetvalue(res, r, 2), NULL, 10), 0,
+		             "%s %s violated %s times: %s", PQgetvalue(res, r, 0),
+		             PQgetvalue(res, r, 1), PQgetvalue(res, r, 2), PQgetvalue(res, r, 3));
+	}
+	PQclear(res);
+	PQfinish(conn);
 }

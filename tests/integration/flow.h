@@ -64,6 +64,12 @@ int flow_http_port(struct flow *f, int i);
 int flow_http(int port, const char *method, const char *path, const char *headers, const char *body,
               char *out, size_t outlen);
 
+/*
+ * Run saga_check_invariants() (migration 0006) with the given accepted saga
+ * ids (may be NULL) and fail the test on any violation. Call when idle.
+ */
+void flow_assert_invariants(struct flow *f, char (*accepted)[SAGA_ID_LEN + 1], int n_accepted);
+
 /* Print the tail of every child's log (for failing assertions). */
 void flow_dump_logs(struct flow *f);
 
