@@ -16,6 +16,13 @@
 
 #define MAX_DUE_PER_SAGA (2 * SAGA_MAX_STEPS + 1)
 
+const char *
+apply_target(const struct saga_def *def, int step, enum step_phase phase)
+{
+	return phase == PHASE_ACTION ? def->steps[step].action_subject
+	                             : def->steps[step].compensation_subject;
+}
+
 static enum status
 queue_command(const struct apply_env *env, const struct saga_def *def, const struct saga_inst *inst,
               const struct plan_command *cmd, int64_t now_ms)
@@ -210,9 +217,24 @@ apply_due_timers(const struct apply_env *env, int limit, int *n_sagas, int *n_ev
 		for (int e = 0; e < k && st == STATUS_OK; e++) {
 			struct plan plan;
 
+			if (due[e].type == EV_RETRY_DUE) {
+				const char *target =
+				        apply_target(defs[i], due[e].step, due[e].phase);
+				int64_t until = 0;
+
+				if (!breaker_allow(env->breakers, target, now_ms, &until)) {
+					engine_hold_retry(defs[i], inst, due[e].step, until);
+					metrics_add(M_RETRIES_HELD, 1);
+					continue;
+				}
+			}
 			st = engine_step(defs[i], inst, &due[e], &plan);
 			if (st != STATUS_OK)
 				break;
+			if (plan.event == EV_STEP_TIMEOUT && plan.verdict == VERDICT_APPLIED)
+				breaker_record(env->breakers,
+				               apply_target(defs[i], plan.step, plan.phase), false,
+				               now_ms);
 			/* An earlier event of this pass may have disarmed a later one. */
 			if (plan.verdict != VERDICT_APPLIED) {
 				inst->seq--;

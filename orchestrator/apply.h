@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "breaker.h"
 #include "config.h"
 #include "defcache.h"
 #include "engine.h"
@@ -16,9 +17,10 @@
 
 /* What the modules that change sagas share. */
 struct apply_env {
-	struct store *db;         /* the connection (one per thread) */
-	struct defcache *defs;    /* definitions */
-	const struct config *cfg; /* settings (subject prefix, limits) */
+	struct store *db;             /* the connection (one per thread) */
+	struct defcache *defs;        /* definitions */
+	const struct config *cfg;     /* settings (subject prefix, limits) */
+	struct breaker_set *breakers; /* per-target circuits, or NULL (sagactl) */
 };
 
 /*
@@ -51,6 +53,9 @@ enum status apply_due_timers(const struct apply_env *env, int limit, int *n_saga
 enum status apply_operator(const struct apply_env *env, const char *saga_id,
                            enum engine_event_type type, const char *note, struct plan *plan,
                            char *err, size_t errlen) MUSTCHECK;
+
+/* The subject a command of step/phase goes to. */
+const char *apply_target(const struct saga_def *def, int step, enum step_phase phase);
 
 /*
  * Log one plan (debug for steps, info for saga-level outcomes, with the saga's

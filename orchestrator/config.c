@@ -155,6 +155,13 @@ static const struct setting settings[] = {
         {"http_listen", SETTING_STRING, F(http_listen), "127.0.0.1:8780", 0, 0, NULL,
          valid_nonempty, false, "SAGAD_HTTP_LISTEN",
          "HTTP API address HOST:PORT (port 0 = any free port), or \"off\""},
+        {"breaker_failures", SETTING_INT, F(breaker_failures), "20", 0, 100000, NULL, NULL, false,
+         "SAGAD_BREAKER_FAILURES",
+         "consecutive failed attempts (retryable failures, timeouts) to one subject that open its "
+         "circuit; 0 = no circuit breaker"},
+        {"breaker_cooldown", SETTING_DURATION, F(breaker_cooldown_ms), "5s", 10, MS_HOUR, NULL,
+         NULL, false, "SAGAD_BREAKER_COOLDOWN",
+         "how long an open circuit holds retries before one probe is let through"},
         {"fail_point", SETTING_STRING, F(fail_point), "off", 0, 0, NULL, valid_nonempty, false,
          "SAGAD_FAIL_POINT",
          "tests only: SIGKILL at after_commit_before_publish, after_publish_before_delete, "

@@ -48,6 +48,8 @@ struct config {
 	int64_t relay_batch;          /* outbox rows published per relay pass */
 	int64_t timer_interval_ms;    /* how often due timers are polled when idle */
 	char *http_listen;            /* HTTP API address "HOST:PORT" or "off" */
+	int64_t breaker_failures;     /* consecutive failures that open a circuit; 0 = off */
+	int64_t breaker_cooldown_ms;  /* how long an open circuit holds retries */
 	char *fail_point;             /* fault injection: crash point name, or "off" */
 	int64_t fail_point_after;     /* ... fires on this pass of the point */
 	int log_level;                /* enum log_level */

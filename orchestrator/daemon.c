@@ -331,7 +331,9 @@ daemon_run(const struct config *cfg, struct store *db, struct bus *bus, volatile
 	d.msg_buf = calloc((size_t)batch, sizeof(*d.msg_buf));
 	d.received_us = calloc((size_t)batch, sizeof(*d.received_us));
 	if (d.start_buf == NULL || d.msg_buf == NULL || d.received_us == NULL ||
-	    defcache_new(&d.env.defs) != STATUS_OK) {
+	    defcache_new(&d.env.defs) != STATUS_OK ||
+	    breaker_new(&d.env.breakers, (int)cfg->breaker_failures, cfg->breaker_cooldown_ms) !=
+	            STATUS_OK) {
 		log_fatal("out of memory");
 		goto cleanup;
 	}
@@ -380,6 +382,7 @@ cleanup:
 	bus_unsubscribe(d.replies);
 	bus_unsubscribe(d.submits);
 	defcache_free(d.env.defs);
+	breaker_free(d.env.breakers);
 	free(d.start_buf);
 	free(d.msg_buf);
 	free(d.received_us);

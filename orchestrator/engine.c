@@ -795,6 +795,21 @@ engine_step(const struct saga_def *def, struct saga_inst *inst, const struct eng
 	return STATUS_OK;
 }
 
+bool
+engine_hold_retry(const struct saga_def *def, struct saga_inst *inst, int step, int64_t until_ms)
+{
+	struct step_inst *s = &inst->steps[step];
+
+	if (s->state != STEP_WAITING_RETRY && s->state != STEP_COMPENSATION_WAITING_RETRY)
+		return false;
+	if (s->wake_at_ms < until_ms) {
+		s->wake_at_ms = until_ms;
+		s->dirty = true;
+	}
+	recompute_wake(def, inst);
+	return true;
+}
+
 int
 engine_due_events(const struct saga_def *def, const struct saga_inst *inst, int64_t now_ms,
                   struct engine_event *out, int max)

@@ -117,6 +117,14 @@ enum status engine_step(const struct saga_def *def, struct saga_inst *inst,
 int engine_due_events(const struct saga_def *def, const struct saga_inst *inst, int64_t now_ms,
                       struct engine_event *out, int max);
 
+/*
+ * Hold a waiting retry of step (action or compensation) until until_ms, as a
+ * circuit breaker asks: only its timer moves (the step is marked dirty and the
+ * saga's wake-up recomputed). Returns false when the step waits for no retry.
+ */
+bool engine_hold_retry(const struct saga_def *def, struct saga_inst *inst, int step,
+                       int64_t until_ms);
+
 /* True when the saga is past its point of no return (pivot succeeded / retriable begun). */
 bool engine_past_point_of_no_return(const struct saga_def *def, const struct saga_inst *inst);
 

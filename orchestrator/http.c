@@ -400,9 +400,9 @@ http_start(struct http **out, const struct config *cfg, struct bus *bus, char *e
 	h->cfg = cfg;
 	h->bus = bus;
 	h->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL,
-	                          NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
-	                          (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED,
-	                          on_completed, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+	                          NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+	                          MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+	                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
 	                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,
 	                          MHD_OPTION_CONNECTION_LIMIT, (unsigned int)256, MHD_OPTION_END);
 	if (h->mhd == NULL) {

@@ -22,6 +22,7 @@ struct histogram {
 };
 
 static uint64_t counters[M_COUNTER_COUNT];
+static int64_t breakers_open;
 static struct histogram histograms[H_HISTOGRAM_COUNT];
 
 static const struct {
@@ -42,6 +43,12 @@ void
 metrics_add(enum metric_counter c, uint64_t n)
 {
 	__atomic_fetch_add(&counters[c], n, __ATOMIC_RELAXED);
+}
+
+void
+metrics_set_breakers_open(int64_t n)
+{
+	__atomic_store_n(&breakers_open, n, __ATOMIC_RELAXED);
 }
 
 uint64_t
@@ -241,6 +248,14 @@ metrics_render(const struct metrics_gauges *g, char **out, size_t *len)
 	            M_TIMEOUTS);
 	put_counter(&t, "sagad_outbox_published_total", "Outbox rows published and deleted.", "",
 	            M_OUTBOX_PUBLISHED);
+	put_counter(&t, "sagad_breaker_opened_total", "Circuits opened to a failing target.", "",
+	            M_BREAKER_OPENED);
+	put_counter(&t, "sagad_retries_held_total", "Retries held back by an open circuit.", "",
+	            M_RETRIES_HELD);
+	put(&t,
+	    "# HELP sagad_breakers_open Circuits open now.\n"
+	    "# TYPE sagad_breakers_open gauge\nsagad_breakers_open %lld\n",
+	    (long long)__atomic_load_n(&breakers_open, __ATOMIC_RELAXED));
 	for (int h = 0; h < H_HISTOGRAM_COUNT; h++)
 		put_histogram(&t, (enum metric_histogram)h);
 	if (g->gauges_ok) {

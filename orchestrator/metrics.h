@@ -32,6 +32,8 @@ enum metric_counter {
 	M_SAGAS_FAILED,                /* sagas failed (operator needed) */
 	M_TIMEOUTS,                    /* step attempts timed out */
 	M_OUTBOX_PUBLISHED,            /* outbox rows published and deleted */
+	M_BREAKER_OPENED,              /* circuits opened */
+	M_RETRIES_HELD,                /* retries held back by an open circuit */
 	M_COUNTER_COUNT,               /* number of counters */
 };
 
@@ -52,6 +54,9 @@ void metrics_observe(enum metric_histogram h, double ms);
 
 /* Count what one applied plan did (transition, retries, compensations, outcomes, duration). */
 void metrics_observe_plan(const struct saga_inst *inst, const struct plan *plan, int64_t now_ms);
+
+/* Circuits open now (set by the breaker module). */
+void metrics_set_breakers_open(int64_t n);
 
 /* Current value of a counter (for tests and logs). */
 uint64_t metrics_get(enum metric_counter c);

@@ -195,6 +195,17 @@ replies_apply(const struct apply_env *env, struct bus_msg **msgs, int n, int *ap
 					if (st != STATUS_OK)
 						break;
 					apply_log_plan(def, &l->inst, &plan, now_ms);
+					/*
+					 * Any answer but a retryable failure shows the target is
+					 * up: a permanent failure is a business answer.
+					 */
+					if (plan.verdict == VERDICT_APPLIED)
+						breaker_record(
+						        env->breakers,
+						        apply_target(def, step, it->reply.phase),
+						        it->reply.outcome !=
+						                OUTCOME_RETRYABLE_FAILURE,
+						        now_ms);
 					st = apply_queue_plan(env, def, &l->inst, &plan, now_ms);
 					touched[l - rows] = 1;
 					count++;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "log.h"
 #include "store_int.h"
 
 /* Map a failed result's SQLSTATE to our status: retry, duplicate or plain error. */
@@ -34,6 +35,13 @@ store_set_err(char *err, size_t errlen, const char *what, const char *msg)
 	size_t n = strcspn(msg, "\n");
 
 	snprintf(err, errlen, "%s: %.*s", what, (int)n, msg);
+}
+
+static void
+on_notice(void *arg, const char *message)
+{
+	(void)arg;
+	log_debug("PostgreSQL: %.*s", (int)strcspn(message, "\n"), message);
 }
 
 static void
@@ -110,6 +118,8 @@ store_connect(struct store **out, const char *url, const char *schema, int64_t t
 		return STATUS_NOMEM;
 	}
 	s->conn = conn;
+	/* Server notices ("already exists, skipping") become debug log lines, not stray stderr. */
+	PQsetNoticeProcessor(conn, on_notice, NULL);
 	if (schema != NULL && schema[0] != '\0') {
 		char sql[256];
 		char *ident = PQescapeIdentifier(conn, schema, strlen(schema));

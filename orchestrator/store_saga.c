@@ -56,8 +56,9 @@ static const struct {
                        " last_error = EXCLUDED.last_error,"
                        " started_at = COALESCE(saga_step.started_at,"
                        " EXCLUDED.started_at),"
-                       " completed_at = COALESCE(EXCLUDED.completed_at,"
-                       " saga_step.completed_at),"
+                       " completed_at = CASE WHEN EXCLUDED.state = 'succeeded'"
+                       " AND saga_step.state <> 'succeeded' THEN now()"
+                       " ELSE saga_step.completed_at END,"
                        " updated_at = now()",
          13},
         {"ins_transition",

@@ -22,14 +22,17 @@ static const char order_yaml[] = "name: order\n"
                                  "  - name: reserve_stock\n"
                                  "    action: stock.reserve\n"
                                  "    compensation: stock.release\n"
-                                 "    timeout: 3s\n"
+                                 "    timeout: 5s\n"
+                                 "    retry: {max_attempts: 5}\n"
                                  "  - name: charge_card\n"
                                  "    action: payments.charge\n"
                                  "    compensation: payments.refund\n"
-                                 "    timeout: 3s\n"
+                                 "    timeout: 5s\n"
+                                 "    retry: {max_attempts: 5}\n"
                                  "  - name: ship\n"
                                  "    action: shipping.ship\n"
-                                 "    timeout: 3s\n";
+                                 "    timeout: 5s\n"
+                                 "    retry: {max_attempts: 5}\n";
 
 /* One row of the matrix. */
 struct crash_case {
@@ -122,4 +125,71 @@ ParameterizedTest(struct crash_case *c, faults,
 	expect_effects = (c->compensate ? 2L : 3L) * N_SAGAS;
 	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM participant_effects"), expect_effects);
 	flow_assert_invariants(&f, ids, N_SAGAS);
+}
+
+Test(faults, a_participant_failing_every_command_meets_a_circuit_breaker_not_a_retry_storm,
+     .fini = teardown, .timeout = 240)
+{
+	static const char yaml[] =
+	        "name: order\n"
+	        "steps:\n"
+	        "  - name: reserve_stock\n"
+	        "    action: stock.reserve\n"
+	        "    compensation: stock.release\n"
+	        "  - name: charge_card\n"
+	        "    action: payments.charge\n"
+	        "    compensation: payments.refund\n"
+	        "    retry: {max_attempts: 60, initial_backoff: 20ms, max_backoff: 100ms}\n"
+	        "  - name: ship\n"
+	        "    action: shipping.ship\n";
+	const char *const breaker[] = {"SAGAD_BREAKER_FAILURES=5", "SAGAD_BREAKER_COOLDOWN=1s",
+	                               NULL};
+	const char *const broken[] = {"--retryable-rate=1", NULL};
+	char out[65536];
+	int sagad, payments, port;
+	long attempts;
+
+	flow_setup(&f, "t_storm");
+	flow_define(&f, yaml);
+	sagad = flow_start_sagad(&f, breaker);
+	port = flow_http_port(&f, sagad);
+	flow_start_participant(&f, "stock", NULL);
+	payments = flow_start_participant(&f, "payments", broken);
+	flow_start_participant(&f, "shipping", NULL);
+	for (int i = 0; i < 20; i++) {
+		struct start_answer a;
+
+		cr_assert_eq(flow_start_saga(&f, "order", "{}", NULL, &a), STATUS_OK);
+		cr_assert_eq(a.status, START_ACCEPTED);
+	}
+	sleep(4);
+	/*
+	 * Unchecked, 20 sagas retrying every ~20-100 ms for 4 s would send about a
+	 * thousand charges. The circuit opens after 5 failures and lets one probe
+	 * through per second.
+	 */
+	attempts = flow_sql_long(&f, "SELECT COALESCE(sum(attempt), 0) FROM saga_step"
+	                             " WHERE name = 'charge_card'");
+	cr_assert_lt(attempts, 120, "%ld charge attempts: the breaker did not hold retries",
+	             attempts);
+	cr_assert_eq(flow_http(port, "GET", "/metrics", NULL, NULL, out, sizeof(out)), 200);
+	cr_assert(strstr(out, "sagad_breakers_open 1") != NULL, "%s", out);
+	cr_assert(strstr(out, "sagad_breaker_opened_total 0") == NULL, "%s", out);
+	cr_assert_eq(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_instance WHERE state <> 'running'"), 0,
+	        "sagas wait, they do not give up");
+
+	/* The service heals: the next probe succeeds and the held retries go out. */
+	flow_signal(&f, payments, SIGTERM);
+	flow_start_participant(&f, "payments", NULL);
+	if (!flow_wait_settled(&f, 20, 60000)) {
+		flow_dump_logs(&f);
+		cr_assert_fail("sagas did not recover after the participant healed");
+	}
+	cr_assert_eq(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_instance WHERE state = 'completed'"),
+	        20);
+	cr_assert_eq(flow_http(port, "GET", "/metrics", NULL, NULL, out, sizeof(out)), 200);
+	cr_assert(strstr(out, "sagad_breakers_open 0") != NULL, "%s", out);
+	flow_assert_invariants(&f, NULL, 0);
 }
