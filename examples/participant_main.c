@@ -261,6 +261,15 @@ load_settings(struct settings *s, int argc, char **argv, char *err, size_t errle
 
 /* ---- the business logic ---- */
 
+static int64_t
+now_unix_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* 64-bit FNV-1a. */
 static uint64_t
 fnv1a(uint64_t h, const void *data, size_t len)
@@ -302,12 +311,16 @@ handle_command(void *arg, struct participant_txn *tx, const struct command_msg *
 	const struct settings *s = c->set;
 	bool action = cmd->phase == PHASE_ACTION;
 	char attempt[16];
+	char sent[24], received[24];
 	char output[256];
 	char err[512];
-	const char *params[8];
+	const char *params[10];
 	enum status st;
 	int n;
 
+	/* Before the simulated work: message age is command created -> participant received. */
+	snprintf(received, sizeof(received), "%lld", (long long)now_unix_ms());
+	snprintf(sent, sizeof(sent), "%lld", (long long)cmd->sent_unix_ms);
 	if (s->latency_ms > 0) {
 		int64_t ms = (int64_t)s->latency_ms;
 		struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
@@ -324,11 +337,14 @@ handle_command(void *arg, struct participant_txn *tx, const struct command_msg *
 	params[5] = cmd->step;
 	params[6] = step_phase_name(cmd->phase);
 	params[7] = attempt;
+	params[8] = cmd->sent_unix_ms > 0 ? sent : NULL;
+	params[9] = received;
 	st = participant_exec(tx,
 	                      "INSERT INTO participant_effects (service, subject, idempotency_key,"
-	                      " saga_id, correlation_id, step, phase, attempt)"
-	                      " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-	                      8, params, err, sizeof(err));
+	                      " saga_id, correlation_id, step, phase, attempt, sent_unix_ms,"
+	                      " received_unix_ms)"
+	                      " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+	                      10, params, err, sizeof(err));
 	if (st != STATUS_OK) {
 		participant_set_error(res, "db_error", "%s", err);
 		return OUTCOME_RETRYABLE_FAILURE;
@@ -443,7 +459,14 @@ open_subject(struct participant **out, const struct settings *s, const struct se
 	                " step text NOT NULL,"
 	                " phase text NOT NULL,"
 	                " attempt integer NOT NULL,"
-	                " created_at timestamptz NOT NULL DEFAULT now())";
+	                " created_at timestamptz NOT NULL DEFAULT now());"
+	                /* Message age (saga-bench): the command's sent_unix_ms, and when the
+	                 * handler got it; added to tables made before these columns existed. */
+	                "ALTER TABLE participant_effects"
+	                " ADD COLUMN IF NOT EXISTS sent_unix_ms bigint,"
+	                " ADD COLUMN IF NOT EXISTS received_unix_ms bigint;"
+	                "CREATE INDEX IF NOT EXISTS participant_effects_received"
+	                " ON participant_effects (received_unix_ms)";
 	for (;;) {
 		st = participant_open(out, &cfg, handle_command, ctx, err, errlen);
 		if (st != STATUS_NOT_FOUND || stop_requested)

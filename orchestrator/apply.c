@@ -213,6 +213,7 @@ apply_due_timers(const struct apply_env *env, int limit, int *n_sagas, int *n_ev
 		struct engine_event due[MAX_DUE_PER_SAGA];
 		struct saga_inst *inst = &rows[i].inst;
 		int k = engine_due_events(defs[i], inst, now_ms, due, MAX_DUE_PER_SAGA);
+		int before = events;
 
 		for (int e = 0; e < k && st == STATUS_OK; e++) {
 			struct plan plan;
@@ -244,7 +245,7 @@ apply_due_timers(const struct apply_env *env, int limit, int *n_sagas, int *n_ev
 			st = apply_queue_plan(env, defs[i], inst, &plan, now_ms);
 			events++;
 		}
-		store_queue_update_saga(env->db, inst);
+		store_queue_update_saga(env->db, inst, events > before);
 		store_queue_steps(env->db, defs[i], inst);
 	}
 	if (st != STATUS_OK) {
@@ -310,7 +311,7 @@ apply_operator(const struct apply_env *env, const char *saga_id, enum engine_eve
 	st = apply_queue_plan(env, def, &rows[0].inst, plan, now_ms);
 	if (st != STATUS_OK)
 		goto fail;
-	store_queue_update_saga(env->db, &rows[0].inst);
+	store_queue_update_saga(env->db, &rows[0].inst, plan->verdict == VERDICT_APPLIED);
 	store_queue_steps(env->db, def, &rows[0].inst);
 	st = store_commit(env->db, err, errlen);
 	store_loaded_free(rows, n);

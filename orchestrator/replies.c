@@ -207,7 +207,11 @@ replies_apply(const struct apply_env *env, struct bus_msg **msgs, int n, int *ap
 						                OUTCOME_RETRYABLE_FAILURE,
 						        now_ms);
 					st = apply_queue_plan(env, def, &l->inst, &plan, now_ms);
-					touched[l - rows] = 1;
+					/* 2: some event changed it; 1: only ignored events. */
+					if (plan.verdict == VERDICT_APPLIED)
+						touched[l - rows] = 2;
+					else if (touched[l - rows] == 0)
+						touched[l - rows] = 1;
 					count++;
 					continue;
 				}
@@ -218,7 +222,7 @@ replies_apply(const struct apply_env *env, struct bus_msg **msgs, int n, int *ap
 	for (int i = 0; i < n_rows && st == STATUS_OK; i++) {
 		if (!touched[i])
 			continue;
-		store_queue_update_saga(env->db, &rows[i].inst);
+		store_queue_update_saga(env->db, &rows[i].inst, touched[i] == 2);
 		store_queue_steps(env->db, defs[i], &rows[i].inst);
 	}
 	if (st != STATUS_OK)

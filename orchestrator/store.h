@@ -139,7 +139,8 @@ enum status store_pipeline_begin(struct store *s, char *err, size_t errlen) MUST
 void store_queue_insert_saga(struct store *s, const struct saga_def *def,
                              const struct saga_inst *inst, const char *idempotency_key,
                              const char *labels_json);
-void store_queue_update_saga(struct store *s, const struct saga_inst *inst);
+/* progressed: some event was applied (moves updated_at); else only seq and timers change. */
+void store_queue_update_saga(struct store *s, const struct saga_inst *inst, int progressed);
 void store_queue_steps(struct store *s, const struct saga_def *def, struct saga_inst *inst);
 void store_queue_transition(struct store *s, const struct saga_def *def,
                             const struct saga_inst *inst, const struct plan *plan,

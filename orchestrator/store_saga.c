@@ -26,14 +26,17 @@ static const struct {
                  "$12") ", " MS_TS("$13") ", NULLIF($14, ''), now(), now())",
          14},
         {"upd_saga",
-         "UPDATE saga_instance SET state = $2, seq = $3::int, completions = $4::int, wake_at "
-         "= " MS_TS("$5") ", deadline_at = " MS_TS(
-                 "$6") ", last_error = NULLIF($7, ''), updated_at = now(),"
-                       " ended_at = CASE WHEN $2 IN "
-                       "('completed', 'compensated', "
-                       "'resolved') THEN now() END"
+         "UPDATE saga_instance SET state = $2, seq = $3::int, completions = $4::int,"
+         " wake_at = " MS_TS("$5") ", deadline_at = " MS_TS(
+                 "$6") ","
+                       " last_error = NULLIF($7, ''),"
+                       /* Only progress moves updated_at: ignored replies must not hide a stuck saga. */
+                       " updated_at = CASE WHEN $8::boolean THEN now() ELSE updated_at END,"
+                       /* The first time a saga ends is when it ended. */
+                       " ended_at = CASE WHEN $2 IN ('completed', 'compensated', 'resolved')"
+                       " THEN COALESCE(ended_at, now()) END"
                        " WHERE id = $1::uuid",
-         7},
+         8},
         {"ups_step",
          "INSERT INTO saga_step (saga_id, step_index, name, state, attempt, attempt_base,"
          " comp_attempt, comp_attempt_base, wake_at, completed_order, uncertain, output, "
@@ -526,10 +529,10 @@ store_queue_insert_saga(struct store *s, const struct saga_def *def, const struc
 }
 
 void
-store_queue_update_saga(struct store *s, const struct saga_inst *inst)
+store_queue_update_saga(struct store *s, const struct saga_inst *inst, int progressed)
 {
 	char seq[16], completions[16], wake[24], deadline[24];
-	const char *v[7];
+	const char *v[8];
 
 	snprintf(seq, sizeof(seq), "%d", inst->seq);
 	snprintf(completions, sizeof(completions), "%d", inst->completions);
@@ -542,7 +545,8 @@ store_queue_update_saga(struct store *s, const struct saga_inst *inst)
 	v[4] = wake;
 	v[5] = deadline;
 	v[6] = inst->last_error;
-	queue(s, "upd_saga", 7, v, NULL, NULL);
+	v[7] = progressed ? "true" : "false";
+	queue(s, "upd_saga", 8, v, NULL, NULL);
 }
 
 void

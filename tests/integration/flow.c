@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -341,4 +342,69 @@ flow_assert_invariants(struct flow *f, char (*accepted)[SAGA_ID_LEN + 1], int n_
 	}
 	PQclear(res);
 	PQfinish(conn);
+}
+
+pid_t
+flow_sagactl_spawn(struct flow *f, const char *const *args, const char *out_path,
+                   const char *err_path)
+{
+	const char *argv[40];
+	int n = 0;
+	pid_t pid;
+
+	argv[n++] = harness_bin("SAGACTL_BIN");
+	for (int k = 0; args[k] != NULL && n < 39; k++)
+		argv[n++] = args[k];
+	argv[n] = NULL;
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+		if (out >= 0 && err >= 0) {
+			dup2(out, STDOUT_FILENO);
+			dup2(err, STDERR_FILENO);
+			close(out);
+			close(err);
+		}
+		for (int k = 0; f->env[k] != NULL; k++) {
+			char key[128];
+			const char *eq = strchr(f->env[k], '=');
+
+			snprintf(key, sizeof(key), "%.*s", (int)(eq - f->env[k]), f->env[k]);
+			setenv(key, eq + 1, 1);
+		}
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+int
+flow_sagactl(struct flow *f, const char *const *args, char *out, size_t outlen, char *err,
+             size_t errlen)
+{
+	char out_path[] = "/tmp/sagactl-out.XXXXXX";
+	char err_path[] = "/tmp/sagactl-err.XXXXXX";
+	int fo = mkstemp(out_path), fe = mkstemp(err_path);
+	pid_t pid;
+	int rc;
+
+	cr_assert(fo >= 0 && fe >= 0);
+	close(fo);
+	close(fe);
+	pid = flow_sagactl_spawn(f, args, out_path, err_path);
+	rc = harness_wait(pid, 120000);
+	if (rc == -1) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
+	if (out != NULL)
+		harness_read_file(out_path, out, outlen);
+	if (err != NULL)
+		harness_read_file(err_path, err, errlen);
+	unlink(out_path);
+	unlink(err_path);
+	return rc;
 }

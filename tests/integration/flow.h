@@ -70,6 +70,18 @@ int flow_http(int port, const char *method, const char *path, const char *header
  */
 void flow_assert_invariants(struct flow *f, char (*accepted)[SAGA_ID_LEN + 1], int n_accepted);
 
+/*
+ * Run sagactl (SAGACTL_BIN) with args (NULL-terminated) in this test's schema,
+ * subject and stream prefixes; stdout goes to out and stderr to err (either
+ * may be NULL). Returns the exit code, or -1 when it ran for over 2 minutes.
+ */
+int flow_sagactl(struct flow *f, const char *const *args, char *out, size_t outlen, char *err,
+                 size_t errlen);
+
+/* Start sagactl with args without waiting (stdout to out_path, stderr to err_path). */
+pid_t flow_sagactl_spawn(struct flow *f, const char *const *args, const char *out_path,
+                         const char *err_path);
+
 /* Print the tail of every child's log (for failing assertions). */
 void flow_dump_logs(struct flow *f);
 
