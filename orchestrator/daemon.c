@@ -34,6 +34,7 @@ struct daemon {
 	int64_t last_timer_ms;             /* monotonic ms of the last timer pass */
 	int64_t last_relay_ms;             /* monotonic ms of the last relay pass */
 	int64_t last_error_log_ms;         /* rate limit of repeated error lines */
+	int64_t last_reconnect_ms;         /* monotonic ms of the last reconnection attempt */
 };
 
 static int64_t
@@ -311,8 +312,37 @@ shut_down(struct daemon *d)
 	         answered, published, mono_ms() >= deadline ? " (shutdown_timeout reached)" : "");
 }
 
+/*
+ * After PostgreSQL went away (restart, failover), connect again; until then
+ * the loop idles (starts are answered "unavailable, retry").
+ */
+static int
+db_ready(struct daemon *d, struct store **db)
+{
+	struct store *fresh = NULL;
+	char err[512];
+	int64_t now = mono_ms();
+
+	if (!store_broken(*db))
+		return 1;
+	if (now - d->last_reconnect_ms < 1000)
+		return 0;
+	d->last_reconnect_ms = now;
+	if (store_connect(&fresh, d->cfg->database_url, d->cfg->db_schema,
+	                  d->cfg->connect_timeout_ms, 0, "sagad", err, sizeof(err)) != STATUS_OK) {
+		log_pass_error(d, "reconnecting to PostgreSQL", STATUS_UNAVAILABLE, err);
+		return 0;
+	}
+	store_close(*db);
+	*db = fresh;
+	d->env.db = fresh;
+	log_info("reconnected to PostgreSQL");
+	return 1;
+}
+
 int
-daemon_run(const struct config *cfg, struct store *db, struct bus *bus, volatile sig_atomic_t *stop)
+daemon_run(const struct config *cfg, struct store **db, struct bus *bus,
+           volatile sig_atomic_t *stop)
 {
 	struct daemon d;
 	int64_t batch = cfg->start_batch > cfg->reply_batch ? cfg->start_batch : cfg->reply_batch;
@@ -321,7 +351,7 @@ daemon_run(const struct config *cfg, struct store *db, struct bus *bus, volatile
 
 	memset(&d, 0, sizeof(d));
 	d.cfg = cfg;
-	d.env.db = db;
+	d.env.db = *db;
 	d.env.cfg = cfg;
 	d.bus = bus;
 	d.admission.max = cfg->max_in_flight;
@@ -352,6 +382,12 @@ daemon_run(const struct config *cfg, struct store *db, struct bus *bus, volatile
 	while (!*stop) {
 		int work = 0;
 		int wrote;
+
+		if (!db_ready(&d, db)) {
+			/* Answer starts ("unavailable") rather than let callers time out. */
+			pass_starts(&d, 100);
+			continue;
+		}
 
 		wrote = pass_starts(&d, 0);
 		wrote += pass_submits(&d);

@@ -131,7 +131,7 @@ cmd_run(const struct config *cfg, int check_only)
 		goto cleanup;
 	}
 	log_info("JetStream ready: %d streams/consumers created", created);
-	if (daemon_run(cfg, db, bus, &stop_requested) != 0)
+	if (daemon_run(cfg, &db, bus, &stop_requested) != 0)
 		rc = EXIT_FAILURE_RUN;
 cleanup:
 	bus_close(bus);

@@ -179,6 +179,12 @@ store_exec(struct store *s, const char *sql, char *err, size_t errlen)
 	return st;
 }
 
+int
+store_broken(const struct store *s)
+{
+	return s == NULL || PQstatus(s->conn) == CONNECTION_BAD;
+}
+
 enum status
 store_ping(struct store *s, char *err, size_t errlen)
 {

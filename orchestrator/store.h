@@ -36,6 +36,9 @@ void store_close(struct store *s);
 /* Run one statement that returns no rows. */
 enum status store_exec(struct store *s, const char *sql, char *err, size_t errlen) MUSTCHECK;
 
+/* True when the connection is lost (a query failed with the server gone); reconnect. */
+int store_broken(const struct store *s);
+
 /* Round trip SELECT 1: is the database answering? */
 enum status store_ping(struct store *s, char *err, size_t errlen) MUSTCHECK;
 

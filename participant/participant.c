@@ -1070,9 +1070,11 @@ enum txn_path {
 };
 
 /*
- * The command's transaction: lock, look up, run the handler or reuse the
- * stored reply, record, commit. On failure everything is rolled back and err
- * says why (the caller puts the command back).
+ * One command inside the batch's transaction, under its own savepoint: lock,
+ * look up, run the handler or reuse the stored reply, record. On failure the
+ * command's work is rolled back to its savepoint and err says why (the caller
+ * puts the command back); the rest of the batch goes on. The batch commits
+ * once (participant_run_once), so a batch costs one WAL flush, not one each.
  */
 static enum status
 run_transaction(struct participant *p, const struct command_msg *cmd,
@@ -1096,9 +1098,9 @@ run_transaction(struct participant *p, const struct command_msg *cmd,
 			         p->durable, p->tomb_consumer);
 		}
 	}
-	st = pg_exec(p->pg, "BEGIN", err, errlen);
+	st = pg_exec(p->pg, "SAVEPOINT c", err, errlen);
 	if (st != STATUS_OK)
-		goto rollback;
+		return st;
 	/* Always the action's key first, then our own: the same order everywhere. */
 	if (tomb) {
 		st = lock_key(p, p->tomb_consumer, action_key, err, errlen);
@@ -1166,14 +1168,14 @@ run_transaction(struct participant *p, const struct command_msg *cmd,
 	}
 	*outcome = out;
 commit:
-	st = pg_exec(p->pg, "COMMIT", err, errlen);
+	st = pg_exec(p->pg, "RELEASE SAVEPOINT c", err, errlen);
 	if (st != STATUS_OK)
 		goto rollback;
 	return STATUS_OK;
 rollback:
 	if (PQstatus(p->pg) == CONNECTION_OK &&
-	    pg_exec(p->pg, "ROLLBACK", ignored, sizeof(ignored)) != STATUS_OK) {
-		/* Nothing more to do: the server ends the transaction with the session. */
+	    pg_exec(p->pg, "ROLLBACK TO SAVEPOINT c", ignored, sizeof(ignored)) != STATUS_OK) {
+		/* The batch's COMMIT fails too, and puts every command back. */
 	}
 	return st;
 }
@@ -1498,6 +1500,9 @@ participant_run_once(struct participant *p, int64_t timeout_ms, int *handled)
 		return down ? STATUS_UNAVAILABLE : STATUS_NATS;
 	}
 	last_progress = now_unix_ms();
+	/* One transaction for the batch: every command under its own savepoint. */
+	if (pg_exec(p->pg, "BEGIN", err, sizeof(err)) != STATUS_OK)
+		db_failed(p, err);
 	for (int i = 0; i < list.Count; i++) {
 		/* A long batch: tell the server the rest is in hand, before its ack wait ends. */
 		if (now_unix_ms() - last_progress > p->ack_wait_ms / 3) {
@@ -1506,6 +1511,26 @@ participant_run_once(struct participant *p, int64_t timeout_ms, int *handled)
 			last_progress = now_unix_ms();
 		}
 		process_command(p, &p->slots[i], list.Msgs[i]);
+	}
+	if (!p->db_down && pg_exec(p->pg, "COMMIT", err, sizeof(err)) != STATUS_OK) {
+		/* Nothing of the batch is known to be recorded: every command comes again. */
+		char ignored[64];
+
+		if (PQstatus(p->pg) == CONNECTION_OK &&
+		    pg_exec(p->pg, "ROLLBACK", ignored, sizeof(ignored)) != STATUS_OK)
+			db_failed(p, ignored);
+		log_warn("participant %s: committing a batch of %d failed (%s): put back",
+		         p->durable, list.Count, err);
+		for (int i = 0; i < list.Count; i++) {
+			struct slot *sl = &p->slots[i];
+
+			if (sl->fate == FATE_REPLY) {
+				natsMsg_Destroy(sl->reply);
+				sl->reply = NULL;
+				sl->fate = FATE_NAK;
+			}
+		}
+		db_failed(p, err);
 	}
 	publish_replies(p, list.Count);
 	settle(p, list.Count);
