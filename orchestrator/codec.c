@@ -61,17 +61,36 @@ copy_str(char *dst, size_t cap, const char *src)
 }
 
 /* A printable, single-line text; control characters become spaces (for logs and SQL). */
+/*
+ * A printable, single-line text for logs, SQL and other programs: control
+ * characters become spaces, bytes that are not UTF-8 become '?', and a cut
+ * never splits a character (PostgreSQL refuses text that is not UTF-8).
+ */
 static void
 copy_text(char *dst, size_t cap, const char *src)
 {
-	size_t i = 0;
+	size_t o = 0;
+	size_t len = src != NULL ? strlen(src) : 0;
 
-	for (; src != NULL && src[i] != '\0' && i + 1 < cap; i++) {
+	for (size_t i = 0; i < len && o + 1 < cap;) {
 		unsigned char c = (unsigned char)src[i];
+		size_t n = saga_utf8_len(src + i, len - i);
 
-		dst[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+		if (n == 0) {
+			dst[o++] = '?';
+			i++;
+		} else if (n == 1) {
+			dst[o++] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+			i++;
+		} else {
+			if (o + n + 1 > cap)
+				break;
+			memcpy(dst + o, src + i, n);
+			o += n;
+			i += n;
+		}
 	}
-	dst[i] = '\0';
+	dst[o] = '\0';
 }
 
 static void
@@ -706,6 +725,13 @@ codec_decode_start(const uint8_t *data, size_t len, size_t max_len, struct start
 	out->input.data = m->input.data;
 	out->input.len = m->input.len;
 	out->deadline_unix_ms = m->deadline_unix_ms;
+	for (size_t i = 0; i < m->n_labels; i++) {
+		if (!saga_utf8_valid(m->labels[i]->key, strlen(m->labels[i]->key)) ||
+		    !saga_utf8_valid(m->labels[i]->value, strlen(m->labels[i]->value))) {
+			snprintf(err, errlen, "labels: keys and values must be UTF-8 text");
+			goto invalid;
+		}
+	}
 	out->labels_json = labels_to_json(m);
 	if (out->labels_json == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -737,6 +763,8 @@ codec_decode_start_answer(const uint8_t *data, size_t len, struct start_answer *
 	Saga__V1__StartSagaResponse *m;
 
 	memset(out, 0, sizeof(*out));
+	if (check_size(len, 64 * 1024, "StartSagaResponse", err, errlen) != STATUS_OK)
+		return STATUS_TOO_LARGE;
 	m = saga__v1__start_saga_response__unpack(NULL, len, data);
 	if (m == NULL) {
 		snprintf(err, errlen, "StartSagaResponse: not a valid protobuf encoding");
@@ -800,6 +828,8 @@ codec_decode_define_answer(const uint8_t *data, size_t len, struct define_answer
 	Saga__V1__DefineResponse *m;
 
 	memset(out, 0, sizeof(*out));
+	if (check_size(len, 64 * 1024, "DefineResponse", err, errlen) != STATUS_OK)
+		return STATUS_TOO_LARGE;
 	m = saga__v1__define_response__unpack(NULL, len, data);
 	if (m == NULL) {
 		snprintf(err, errlen, "DefineResponse: not a valid protobuf encoding");

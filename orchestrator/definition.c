@@ -175,7 +175,18 @@ quote_value(char *out, size_t outlen, const char *s, size_t len)
 			n = snprintf(piece, sizeof(piece), "\\t");
 		else if (c < 0x20 || c == 0x7f)
 			n = snprintf(piece, sizeof(piece), "\\x%02x", c);
-		else
+		else if (c >= 0x80) {
+			/* A whole UTF-8 character, or the escaped byte when it is not one. */
+			size_t u = saga_utf8_len(s + i, len - i);
+
+			if (u == 0) {
+				n = snprintf(piece, sizeof(piece), "\\x%02x", c);
+			} else {
+				memcpy(piece, s + i, u);
+				n = (int)u;
+				i += u - 1;
+			}
+		} else
 			n = snprintf(piece, sizeof(piece), "%c", c);
 		if (o + (size_t)n + 5 > outlen)
 			break;

@@ -183,3 +183,53 @@ saga_new_id(char out[SAGA_ID_LEN + 1])
 	out[o] = '\0';
 	return true;
 }
+
+size_t
+saga_utf8_len(const char *s, size_t avail)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t n;
+	uint32_t cp;
+
+	if (avail == 0)
+		return 0;
+	if (u[0] < 0x80)
+		return 1;
+	if (u[0] >= 0xC2 && u[0] <= 0xDF) {
+		n = 2;
+		cp = u[0] & 0x1F;
+	} else if (u[0] >= 0xE0 && u[0] <= 0xEF) {
+		n = 3;
+		cp = u[0] & 0x0F;
+	} else if (u[0] >= 0xF0 && u[0] <= 0xF4) {
+		n = 4;
+		cp = u[0] & 0x07;
+	} else {
+		return 0; /* continuation byte, overlong lead, or beyond U+10FFFF */
+	}
+	if (n > avail)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((u[i] & 0xC0) != 0x80)
+			return 0;
+		cp = cp << 6 | (u[i] & 0x3F);
+	}
+	/* No overlong forms, no surrogates, nothing past U+10FFFF. */
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+	    (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return n;
+}
+
+bool
+saga_utf8_valid(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len;) {
+		size_t n = saga_utf8_len(s + i, len - i);
+
+		if (n == 0 || (n == 1 && s[i] == '\0'))
+			return false;
+		i += n;
+	}
+	return true;
+}

@@ -157,6 +157,12 @@ bool saga_valid_subject(const char *s);
 /* True for [A-Za-z0-9._:/+=@-]{1,max}: correlation ids and idempotency keys. */
 bool saga_valid_key(const char *s, size_t max);
 
+/* Length of the valid UTF-8 character at s (1-4, within avail bytes), or 0 when there is none. */
+size_t saga_utf8_len(const char *s, size_t avail);
+
+/* True when the len bytes at s are valid UTF-8. */
+bool saga_utf8_valid(const char *s, size_t len);
+
 /* Write a new random (version 4) UUID in text form; false if no randomness. */
 bool saga_new_id(char out[SAGA_ID_LEN + 1]);
 

@@ -47,6 +47,7 @@ bash scripts/services.sh -- bash -c '
 	meson test -C build-test --print-errorlogs --num-processes 2 "$@" || rc=1
 	meson test -C build-asan --print-errorlogs --num-processes 2 "$@" || rc=1
 	exit $rc' test-suites "$@" || rc=$?
+bash scripts/fuzz.sh || rc=1 # libFuzzer over the decoders and the YAML parser, ~2.5 min
 
 step "summary"
 python3 scripts/test-summary.py build-test/meson-logs/testlog.json build-asan/meson-logs/testlog.json || rc=1
