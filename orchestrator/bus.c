@@ -39,6 +39,25 @@ static const struct {
         [BUS_STREAM_DLQ] = {"DLQ", "dlq", 0, NULL},
 };
 
+/* A comma-separated list of URLs (a cluster) goes to natsOptions_SetServers. */
+static natsStatus
+set_urls(natsOptions *opts, const char *url)
+{
+	char *copy = strdup(url);
+	const char *list[16];
+	int n = 0;
+	natsStatus s;
+
+	if (copy == NULL)
+		return NATS_NO_MEMORY;
+	for (char *save = NULL, *t = strtok_r(copy, ",", &save); t != NULL && n < 16;
+	     t = strtok_r(NULL, ",", &save))
+		list[n++] = t;
+	s = n <= 1 ? natsOptions_SetURL(opts, url) : natsOptions_SetServers(opts, list, n);
+	free(copy);
+	return s;
+}
+
 /* Write nats.c's status and last error text into err. */
 static void
 set_nats_err(char *err, size_t errlen, const char *what, natsStatus s, jsErrCode jerr)
@@ -85,7 +104,7 @@ bus_connect(struct bus **out, const struct config *cfg, char *err, size_t errlen
 	config_redact_url(cfg->nats_url, target, sizeof(target));
 	s = natsOptions_Create(&opts);
 	if (s == NATS_OK)
-		s = natsOptions_SetURL(opts, cfg->nats_url);
+		s = set_urls(opts, cfg->nats_url);
 	if (s == NATS_OK)
 		s = natsOptions_SetName(opts, cfg->nats_name);
 	if (s == NATS_OK)
@@ -766,6 +785,14 @@ bus_publish_wait(struct bus *b, int timeout_ms, int *failed, char *err, size_t e
 	jsPubOptions_Init(&po);
 	po.MaxWait = timeout_ms;
 	s = js_PublishAsyncComplete(b->js, &po);
+	if (s == NATS_TIMEOUT) {
+		/* Acks lost with a dead server never come: forget them (the outbox re-sends
+		 * with the same Nats-Msg-Id, and the stream drops copies). */
+		natsMsgList pending = {0};
+
+		if (js_PublishAsyncGetPendingList(&pending, b->js) == NATS_OK)
+			natsMsgList_Destroy(&pending);
+	}
 	pthread_mutex_lock(&b->lock);
 	*failed = b->publish_failed;
 	b->publish_failed = 0;

@@ -141,7 +141,7 @@ replies_apply(const struct apply_env *env, struct bus_msg **msgs, int n, int *ap
 	}
 	st = store_begin(env->db, &now_ms, err, errlen);
 	if (st != STATUS_OK)
-		goto out;
+		goto nak; /* nothing fetched may wait for the ack timeout */
 	st = store_load_sagas(env->db, ids, n_ids, 0, 0, &rows, &n_rows, err, errlen);
 	if (st != STATUS_OK)
 		goto fail;

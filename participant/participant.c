@@ -648,6 +648,25 @@ on_reconnected(natsConnection *nc, void *closure)
 	log_info("participant %s: reconnected to NATS", p->durable);
 }
 
+/* A comma-separated list of URLs (a cluster) goes to natsOptions_SetServers. */
+static natsStatus
+set_urls(natsOptions *opts, const char *url)
+{
+	char *copy = strdup(url);
+	const char *list[16];
+	int n = 0;
+	natsStatus s;
+
+	if (copy == NULL)
+		return NATS_NO_MEMORY;
+	for (char *save = NULL, *t = strtok_r(copy, ",", &save); t != NULL && n < 16;
+	     t = strtok_r(NULL, ",", &save))
+		list[n++] = t;
+	s = n <= 1 ? natsOptions_SetURL(opts, url) : natsOptions_SetServers(opts, list, n);
+	free(copy);
+	return s;
+}
+
 static enum status
 nats_connect(struct participant *p, const char *url, char *err, size_t errlen)
 {
@@ -661,7 +680,7 @@ nats_connect(struct participant *p, const char *url, char *err, size_t errlen)
 	config_redact_url(url, target, sizeof(target));
 	s = natsOptions_Create(&opts);
 	if (s == NATS_OK)
-		s = natsOptions_SetURL(opts, url);
+		s = set_urls(opts, url);
 	if (s == NATS_OK)
 		s = natsOptions_SetName(opts, p->name);
 	if (s == NATS_OK)

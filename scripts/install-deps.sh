@@ -13,6 +13,7 @@ packages=(
   python3 procps iproute2
   clang libclang-rt-14-dev # libFuzzer and sanitizer runtimes (scripts/fuzz.sh)
   gnuplot-nox # plots of bench/run.sh
+  faketime # libfaketime: sagad's clock jumps (tests/integration/test_outages.c)
 )
 # scripts/check-proto.sh installs buf with npm (into tools/buf/). Any Node.js
 # with npm will do, so Debian's are added only when no npm is on the PATH.
