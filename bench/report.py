@@ -320,7 +320,7 @@ def main():
     # ---- profile
     p("## 8. Where sagad spends its time\n")
     shown = 0
-    for r in cap + lat[:1]:
+    for r in sorted(load(out, "prof-*.json"), key=rate_of):
         tag = r["tag"]
         waits = read_text(os.path.join(out, f"waits-{tag}.txt"))
         pgw = read_text(os.path.join(out, f"pgwait-{tag}.txt"), 12)
@@ -329,11 +329,12 @@ def main():
         pgp = read_text(os.path.join(out, f"profile-pg-{tag}.txt"), 22)
         if not (waits or prof):
             continue
-        if r in cap and rate_of(r) not in (best, min([rate_of(x) for x in cap if not x.get("sustained")], default=-1)):
-            continue
         shown += 1
         p(f"### {tag} ({fmt(rate_of(r), 0)}/s offered, sagad {fmt(get(r, 'sagad.cpu_cores'), 2)} cores, "
-          f"{'sustained' if r.get('sustained') else 'not sustained'})\n")
+          f"its PostgreSQL backend {fmt(get(r, 'processes.pg-backend-of-sagad.cpu_cores'), 2)} cores, "
+          f"all of PostgreSQL {fmt(get(r, 'processes.postgres.cpu_cores'), 2)} cores; start ack p95 "
+          f"{fmt(get(r, 'start_ack_ms.p95'), 1)} ms, completion p95 {fmt(get(r, 'completion_ms.p95'))} ms, "
+          f"{'sustained' if r.get('sustained') else 'not sustained'} while profiled)\n")
         p("```")
         if waits:
             p(waits)

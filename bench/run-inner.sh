@@ -80,14 +80,14 @@ psql "$SAGAD_DATABASE_URL" -X -q -c "ALTER SYSTEM SET log_autovacuum_min_duratio
 	-c "ALTER SYSTEM SET log_checkpoints = on" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
 
 # ---- the system of one scenario ----------------------------------------------------------
-sc_name='' sc_sagad='' sc_parts=()
+sc_sagad='' sc_parts=()
 
 scenario_stop() {
 	local p
 	for p in ${sc_parts[@]+"${sc_parts[@]}"} $sc_sagad; do kill -CONT "$p" 2>/dev/null || true; done
 	for p in ${sc_parts[@]+"${sc_parts[@]}"} $sc_sagad; do kill -TERM "$p" 2>/dev/null || true; done
 	for p in ${sc_parts[@]+"${sc_parts[@]}"} $sc_sagad; do wait "$p" 2>/dev/null || true; done
-	sc_parts=() sc_sagad='' sc_name=''
+	sc_parts=() sc_sagad=''
 }
 trap scenario_stop EXIT
 
@@ -104,9 +104,9 @@ wait_ready() {  # wait_ready LOG WHAT
 
 # scenario_start NAME [sagad=1]: fresh schema b_NAME, subjects bNAME.*, streams BNAME_*.
 scenario_start() {
-	local name=$1 with_sagad=${2:-1} k svc
+	local name with_sagad=${2:-1} k svc
+	name=$(echo "$1" | tr '[:upper:]' '[:lower:]')  # schema names are lower case
 	scenario_stop
-	sc_name=$name
 	export SAGAD_DB_SCHEMA=b_$name SAGAD_SUBJECT_PREFIX=b$name
 	SAGAD_STREAM_PREFIX=B$(echo "$name" | tr '[:lower:]' '[:upper:]')
 	export SAGAD_STREAM_PREFIX
@@ -141,7 +141,8 @@ parts_comma() { local IFS=,; echo "${sc_parts[*]}"; }
 # run_bench TAG ARGS...: one saga-bench run; JSON, CSV and the table land in $out.
 run_bench() {
 	local tag=$1; shift
-	local pidarg=() watch="postgres=$pg_pid,nats=$nats_pid,participants=$(parts_plus)" backend=''
+	local pidarg=() watch backend=''
+	watch="postgres=$pg_pid,nats=$nats_pid,participants=$(parts_plus)"
 	if [ -n "$sc_sagad" ]; then
 		pidarg=(--sagad-pid "$sc_sagad")
 		# sagad's own PostgreSQL backend (part of "postgres" too): its share of the database's CPU.
@@ -223,14 +224,12 @@ profile_wait() {
 # tried once more on a fresh system before the climb stops (twice at most per ladder).
 say "1 capacity: offered rates $rates (warm-up $W s, steady $D s each)"
 cap_step() {  # cap_step TAG RATE -> 0 when sustained
-	[ "$sc_bin" = "$bin" ] && profile "$1" $((W + 2)) $((D > 12 ? 10 : D - 2))
 	run_bench "$1" --rate "$2" --warmup "$W" --duration "$D" --drain "$DRAIN"
-	profile_wait
 	[ "$(json_get "$out/$1.json" sustained)" = True ]
 }
-ladder() {  # ladder PREFIX: climb the rates; sets best
-	local p=$1 r first_bad='' retries=0 sys=0 mid
-	best=0
+ladder() {  # ladder PREFIX: climb the rates; sets best and first_bad
+	local p=$1 r retries=0 sys=0 mid
+	best=0 first_bad=
 	scenario_start "$p$sys"
 	for r in $rates; do
 		if cap_step "$p-$r" "$r"; then
@@ -255,7 +254,7 @@ ladder() {  # ladder PREFIX: climb the rates; sets best
 		if [ "$mid" -gt "$best" ] && [ "$mid" -lt "$first_bad" ]; then
 			say "1 capacity: between $best and $first_bad/s"
 			scenario_start "${p}mid"
-			cap_step "$p-$mid" "$mid" && best=$mid
+			if cap_step "$p-$mid" "$mid"; then best=$mid; else first_bad=$mid; fi
 			scenario_stop
 		fi
 	fi
@@ -264,7 +263,7 @@ if [ -n "$compare" ]; then
 	say "1 capacity of the baseline build ($compare)"
 	sc_bin=$bin_b
 	ladder capB
-	best_b=$best
+	echo "highest sustained rate of the baseline build: $best/s" | tee "$out/capacity-b.txt"
 	sc_bin=$bin
 	say "1 capacity of this build"
 fi
@@ -274,13 +273,27 @@ if [ "$best" -gt 0 ]; then half=$((best / 2)); else half=$(($1 / 2)); fi
 [ "$half" -ge 1 ] || half=1
 echo "highest sustained rate: $best/s; latency and baseline at $half/s" | tee "$out/capacity.txt"
 
+# ---- 1b profile ----------------------------------------------------------------------------
+# Profilers take CPU from a 2-core machine and change what they measure, so they run in runs of
+# their own (prof-*), never in the ones the headline figures come from: at the highest sustained
+# rate and at the first rate that was not.
+if [ "$profile" = 1 ]; then
+	for r in $best $first_bad; do
+		[ "$r" -gt 0 ] || continue
+		say "1b profile of sagad at $r/s"
+		scenario_start "prof$r"
+		profile "prof-$r" $((W + 2)) $((D > 12 ? 10 : D - 2))
+		run_bench "prof-$r" --rate "$r" --warmup "$W" --duration "$D" --drain "$DRAIN"
+		profile_wait
+		scenario_stop
+	done
+fi
+
 # ---- 2 latency -----------------------------------------------------------------------------
 say "2 latency at $half/s (half the highest sustained rate), $runs run(s) of $LAT_D s"
 scenario_start lat
 for i in $(seq 1 "$runs"); do
-	[ "$i" = 1 ] && profile "lat-$i" $((W + 2)) $((LAT_D > 12 ? 10 : LAT_D - 2))
 	run_bench "lat-$i" --rate "$half" --warmup "$W" --duration "$LAT_D" --drain "$DRAIN"
-	profile_wait
 	if [ -n "$compare" ]; then
 		# The baseline build at the same rate, alternating, each on a fresh system.
 		sc_bin=$bin_b

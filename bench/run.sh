@@ -6,10 +6,11 @@
 # and the seed verification report. Everything is stopped again on exit.
 #
 # Usage: bash bench/run.sh [--quick] [--seed-full] [options]
-#   --quick              a short run (about 4-5 minutes): fewer and shorter steps, one run each
-#   (default)            the full report: longer steps, 3 runs for medians (about 20 minutes)
+#   --quick              a short run (3-4 minutes after the build): fewer, shorter steps, one run each
+#   (default)            the full report: longer steps, 3 runs for medians (10-25 minutes, as far
+#                        as the capacity ladder climbs)
 #   --seed-full          the outage as the seed states it: 10 min pause, 15 min drain budget
-#                        (adds about 30 minutes)
+#                        (adds 15-30 minutes)
 #   --rates "R1 R2 ..."  capacity ladder, starts/s (default 100 200 300 400 600 800 1200 1600
 #                        2400 3200; quick: 100 200 400 800)
 #   --runs N             repetitions of the latency and baseline runs (default 3; quick 1)

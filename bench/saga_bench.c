@@ -76,6 +76,8 @@ struct settings {
 	double part_fail_rate;      /* what the runner gave the participants (reported only) */
 	double part_latency_ms;     /* same */
 	double part_instances;      /* same */
+	double hold_at;             /* second of the run a long query starts (with hold_for) */
+	double hold_for;            /* its length in seconds; 0 = none */
 };
 
 enum setting_kind {
@@ -152,6 +154,11 @@ static const struct setting_def {
          0, 1, "reported only: the --fail-rate the participants were given"},
         {"participant_latency_ms", NULL, SET_NUMBER, offsetof(struct settings, part_latency_ms),
          "0", 0, 600000, "reported only: the --latency-ms the participants were given"},
+        {"hold_snapshot_at", NULL, SET_NUMBER, offsetof(struct settings, hold_at), "10", 0, 86400,
+         "second of the run at which --hold-snapshot-for starts"},
+        {"hold_snapshot_for", NULL, SET_NUMBER, offsetof(struct settings, hold_for), "0", 0, 86400,
+         "run one long query (SELECT pg_sleep) this many seconds: its snapshot keeps vacuum "
+         "from removing dead rows, as an operator's report or a pg_dump would (0 = none)"},
         {"participant_instances", NULL, SET_NUMBER, offsetof(struct settings, part_instances), "1",
          0, 1000, "reported only: processes per participant service"},
 };
@@ -824,6 +831,32 @@ sender_main(void *arg)
 	return NULL;
 }
 
+/* A long query on a connection of its own: holds one snapshot for hold_for seconds. */
+static void *
+holder_main(void *arg)
+{
+	struct bench *b = arg;
+	const struct settings *s = b->set;
+	struct bench_db *db = NULL;
+	char secs[32], err[256];
+	const char *p[1] = {secs};
+	double v[1];
+
+	sleep_until_us(b->t0_us + (int64_t)(s->hold_at * 1e6));
+	if (interrupted || atomic_load(&b->stop_sending))
+		return NULL;
+	if (bench_db_connect(&db, s->database_url, s->db_schema, err, sizeof(err)) != STATUS_OK) {
+		log_warn("hold_snapshot: %s", err);
+		return NULL;
+	}
+	snprintf(secs, sizeof(secs), "%.3f", s->hold_for);
+	if (bench_db_numbers(db, "SELECT count(*) FROM (SELECT pg_sleep($1::float8)) x", 1, p, v, 1,
+	                     err, sizeof(err)) != STATUS_OK)
+		log_warn("hold_snapshot: %s", err);
+	bench_db_close(db);
+	return NULL;
+}
+
 /* Stream backlog; -1 when unknown. */
 static int64_t
 stream_msgs(struct bench *b, enum bus_stream which)
@@ -1262,6 +1295,8 @@ write_json_open(const struct bench *b, const struct results *r, const struct pro
 	json_num(&j, "duration_s", s->duration);
 	json_num(&j, "payload_bytes", s->payload_bytes);
 	json_num(&j, "pause_s", s->pause_for);
+	json_num(&j, "hold_snapshot_at_s", s->hold_for > 0 ? s->hold_at : NAN);
+	json_num(&j, "hold_snapshot_s", s->hold_for);
 	json_num(&j, "participant_fail_rate", s->part_fail_rate);
 	json_num(&j, "participant_latency_ms", s->part_latency_ms);
 	json_num(&j, "participant_instances", s->part_instances);
@@ -1435,8 +1470,8 @@ run_open(const struct settings *s, struct config *cfg)
 	struct results res;
 	struct procs pr;
 	struct bench_sub *answers = NULL, *events = NULL;
-	pthread_t sender;
-	bool sender_started = false;
+	pthread_t sender, holder;
+	bool sender_started = false, holder_started = false;
 	int pause_pids[MAX_PAUSE];
 	int n_pause = 0;
 	bool paused = false;
@@ -1576,6 +1611,12 @@ run_open(const struct settings *s, struct config *cfg)
 		goto cleanup;
 	}
 	sender_started = true;
+	if (s->hold_for > 0) {
+		if (pthread_create(&holder, NULL, holder_main, b) != 0)
+			log_warn("hold_snapshot: cannot start its thread");
+		else
+			holder_started = true;
+	}
 
 	for (int sec = 0; sec < max_rows && !finished; sec++) {
 		struct second_row *r = &rows[sec];
@@ -1709,6 +1750,9 @@ run_open(const struct settings *s, struct config *cfg)
 		fputc('\n', stderr);
 	pthread_join(sender, NULL);
 	sender_started = false;
+	if (holder_started)
+		pthread_join(holder, NULL);
+	holder_started = false;
 	/* The last second's message age, and its CSV row. */
 	if (n_rows >= 1) {
 		sleep_us(300000);
@@ -1784,6 +1828,8 @@ cleanup:
 		atomic_store(&b->stop_sending, true);
 		pthread_join(sender, NULL);
 	}
+	if (holder_started)
+		pthread_join(holder, NULL);
 	bench_nats_unsubscribe(answers);
 	bench_nats_unsubscribe(events);
 	if (csv != NULL)
