@@ -206,7 +206,7 @@ apply_due_timers(const struct apply_env *env, int limit, int *n_sagas, int *n_ev
 	st = resolve_defs(env, rows, n, now_ms, defs, err, errlen);
 	if (st != STATUS_OK)
 		goto done;
-	st = store_pipeline_begin(env->db, err, errlen);
+	st = store_batch_begin(env->db, err, errlen);
 	if (st != STATUS_OK)
 		goto done;
 	for (int i = 0; i < n && st == STATUS_OK; i++) {
@@ -282,12 +282,9 @@ apply_operator(const struct apply_env *env, const char *saga_id, enum engine_eve
 	int64_t now_ms = 0;
 	enum status st;
 
-	st = store_begin(env->db, &now_ms, err, errlen);
+	st = store_begin_load(env->db, &saga_id, 1, &now_ms, &rows, &n, err, errlen);
 	if (st != STATUS_OK)
 		return st;
-	st = store_load_sagas(env->db, &saga_id, 1, 0, 1, &rows, &n, err, errlen);
-	if (st != STATUS_OK)
-		goto fail;
 	if (n == 0) {
 		st = STATUS_NOT_FOUND;
 		snprintf(err, errlen, "no saga %s", saga_id);
@@ -305,7 +302,7 @@ apply_operator(const struct apply_env *env, const char *saga_id, enum engine_eve
 	if (st != STATUS_OK)
 		goto fail;
 	apply_log_plan(def, &rows[0].inst, plan, now_ms);
-	st = store_pipeline_begin(env->db, err, errlen);
+	st = store_batch_begin(env->db, err, errlen);
 	if (st != STATUS_OK)
 		goto fail;
 	st = apply_queue_plan(env, def, &rows[0].inst, plan, now_ms);

@@ -9,7 +9,6 @@
 #include "apply.h"
 #include "codec.h"
 #include "defcache.h"
-#include "failpoint.h"
 #include "http.h"
 #include "intake.h"
 #include "log.h"
@@ -31,10 +30,12 @@ struct daemon {
 	struct bus_msg **msg_buf;          /* reusable message batch */
 	int64_t *received_us;              /* when each start of the batch arrived (monotonic us) */
 	struct http *http;                 /* the HTTP API, or NULL when off */
+	struct relay *relay;               /* rows published right after their commit */
 	int64_t last_timer_ms;             /* monotonic ms of the last timer pass */
-	int64_t last_relay_ms;             /* monotonic ms of the last relay pass */
-	int64_t last_error_log_ms;         /* rate limit of repeated error lines */
-	int64_t last_reconnect_ms;         /* monotonic ms of the last reconnection attempt */
+	int64_t last_sweep_ms;             /* monotonic ms of the last outbox sweep */
+	int64_t next_submit_ms;    /* monotonic ms before which the submit stream is not polled */
+	int64_t last_error_log_ms; /* rate limit of repeated error lines */
+	int64_t last_reconnect_ms; /* monotonic ms of the last reconnection attempt */
 };
 
 static int64_t
@@ -136,6 +137,9 @@ pass_starts(struct daemon *d, int wait_ms)
 	return n;
 }
 
+/* How often an empty submit stream is polled: buffered starts may wait this long. */
+#define SUBMIT_IDLE_POLL_MS 10
+
 /* Buffered starts from JetStream: acked after the commit, nak'ed when it failed. */
 static int
 pass_submits(struct daemon *d)
@@ -144,13 +148,18 @@ pass_submits(struct daemon *d)
 	char err[512];
 	enum status st;
 
+	/* Each fetch is a round trip to nats-server: an empty stream is polled every few ms only. */
+	if (mono_ms() < d->next_submit_ms)
+		return 0;
 	st = bus_fetch(d->submits, (int)d->cfg->start_batch, 0, d->msg_buf, &n, err, sizeof(err));
 	if (st != STATUS_OK) {
 		log_pass_error(d, "fetching submits", st, err);
 		return 0;
 	}
-	if (n == 0)
+	if (n == 0) {
+		d->next_submit_ms = mono_ms() + SUBMIT_IDLE_POLL_MS;
 		return 0;
+	}
 	for (int i = 0; i < n; i++)
 		intake_prepare(&d->start_buf[i], d->msg_buf[i], (size_t)d->cfg->max_payload);
 	st = intake_starts(&d->env, &d->admission, d->start_buf, n, 1, err, sizeof(err));
@@ -233,19 +242,50 @@ pass_timers(struct daemon *d, int force)
 	return total;
 }
 
+/* Publish what the last pass committed, right away; the acks are awaited in pass_relay. */
+static void
+publish_committed(struct daemon *d)
+{
+	int published = 0;
+	char err[512];
+	enum status st =
+	        relay_publish_committed(d->relay, d->env.db, d->bus, &published, err, sizeof(err));
+
+	if (st != STATUS_OK)
+		log_pass_error(d, "publishing committed outbox rows", st, err);
+}
+
+/* Rows an earlier pass of this process committed but did not publish wait this long for the sweep. */
+#define SWEEP_INTERVAL_MS 500
+#define SWEEP_MIN_AGE_MS  1000
+
+/*
+ * Settle what was published after the commits (acks, then one delete), and
+ * every SWEEP_INTERVAL_MS (or with force) sweep the table for rows nobody
+ * published: min_age_ms keeps the sweep off rows a live sagad is about to
+ * publish itself.
+ */
 static int
-pass_relay(struct daemon *d)
+pass_relay(struct daemon *d, int force, int64_t min_age_ms)
 {
 	int published = 0, total = 0;
 	char err[512];
 	enum status st;
 
-	d->last_relay_ms = mono_ms();
-	do {
-		st = relay_run(d->env.db, d->bus, (int)d->cfg->relay_batch, &published, err,
-		               sizeof(err));
-		if (st != STATUS_OK) {
+	if (relay_unsettled(d->relay) > 0 || force) {
+		st = relay_settle(d->relay, d->env.db, d->bus, 5000, &published, err, sizeof(err));
+		if (st != STATUS_OK)
 			log_pass_error(d, "outbox relay", st, err);
+		total += published;
+	}
+	if (!force && mono_ms() - d->last_sweep_ms < SWEEP_INTERVAL_MS)
+		return total;
+	d->last_sweep_ms = mono_ms();
+	do {
+		st = relay_sweep(d->env.db, d->bus, (int)d->cfg->relay_batch, min_age_ms,
+		                 &published, err, sizeof(err));
+		if (st != STATUS_OK) {
+			log_pass_error(d, "outbox sweep", st, err);
 			break;
 		}
 		total += published;
@@ -296,13 +336,14 @@ shut_down(struct daemon *d)
 	while (mono_ms() < deadline) {
 		int n = pass_starts(d, 20);
 
+		publish_committed(d);
 		n += pass_defines(d);
 		answered += n;
 		if (n == 0)
 			break;
 	}
 	while (mono_ms() < deadline) {
-		int n = pass_relay(d);
+		int n = pass_relay(d, 1, 0);
 
 		published += n;
 		if (n < d->cfg->relay_batch)
@@ -336,6 +377,7 @@ db_ready(struct daemon *d, struct store **db)
 	store_close(*db);
 	*db = fresh;
 	d->env.db = fresh;
+	store_keep_committed_outbox(fresh, 1);
 	log_info("reconnected to PostgreSQL");
 	return 1;
 }
@@ -361,7 +403,7 @@ daemon_run(const struct config *cfg, struct store **db, struct bus *bus,
 	d.msg_buf = calloc((size_t)batch, sizeof(*d.msg_buf));
 	d.received_us = calloc((size_t)batch, sizeof(*d.received_us));
 	if (d.start_buf == NULL || d.msg_buf == NULL || d.received_us == NULL ||
-	    defcache_new(&d.env.defs) != STATUS_OK ||
+	    defcache_new(&d.env.defs) != STATUS_OK || relay_new(&d.relay) != STATUS_OK ||
 	    breaker_new(&d.env.breakers, (int)cfg->breaker_failures, cfg->breaker_cooldown_ms) !=
 	            STATUS_OK) {
 		log_fatal("out of memory");
@@ -377,8 +419,9 @@ daemon_run(const struct config *cfg, struct store **db, struct bus *bus,
 	log_info(
 	        "ready: orchestrating on %s.start.*, %s.submit.*, %s.define; replies on %s.reply.>",
 	        cfg->subject_prefix, cfg->subject_prefix, cfg->subject_prefix, cfg->subject_prefix);
+	store_keep_committed_outbox(*db, 1);
 	/* Whatever an earlier run left in the outbox goes out first. */
-	pass_relay(&d);
+	pass_relay(&d, 1, 0);
 	while (!*stop) {
 		int work = 0;
 		int wrote;
@@ -389,23 +432,27 @@ daemon_run(const struct config *cfg, struct store **db, struct bus *bus,
 			continue;
 		}
 
+		/* Each pass's commands leave right after its commit, not on a poll. */
 		wrote = pass_starts(&d, 0);
+		publish_committed(&d);
 		wrote += pass_submits(&d);
+		publish_committed(&d);
 		work += pass_defines(&d);
 		wrote += pass_replies(&d, 0);
+		publish_committed(&d);
 		wrote += pass_timers(&d, 0);
+		publish_committed(&d);
 		work += wrote;
-		if (wrote > 0)
-			failpoint_pass(FP_AFTER_COMMIT_BEFORE_PUBLISH);
-		/* Right after a commit, not on a poll: a step's command leaves within ms. */
-		if (wrote > 0 || mono_ms() - d.last_relay_ms >= 200)
-			work += pass_relay(&d);
+		/* Their acks have mostly arrived meanwhile: delete those rows. */
+		work += pass_relay(&d, 0, SWEEP_MIN_AGE_MS);
 		if (work == 0) {
 			/* Idle: wait briefly for a start (the most latency-sensitive input), then a reply. */
-			if (pass_starts(&d, 2) > 0)
-				pass_relay(&d);
-			else
-				pass_replies(&d, 3);
+			if (pass_starts(&d, 2) > 0) {
+				publish_committed(&d);
+				pass_relay(&d, 0, SWEEP_MIN_AGE_MS);
+			} else if (pass_replies(&d, 3) > 0) {
+				publish_committed(&d);
+			}
 		}
 	}
 	log_info("stopping on signal");
@@ -417,6 +464,7 @@ cleanup:
 	bus_unsubscribe(d.defines);
 	bus_unsubscribe(d.replies);
 	bus_unsubscribe(d.submits);
+	relay_free(d.relay);
 	defcache_free(d.env.defs);
 	breaker_free(d.env.breakers);
 	free(d.start_buf);

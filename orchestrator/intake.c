@@ -144,17 +144,78 @@ queue_rejected_event(const struct apply_env *env, const struct intake_start *s, 
 	return STATUS_OK;
 }
 
+/*
+ * Look up the idempotency keys of the starts at idx[0..n) (distinct within
+ * the batch): one query per saga name, not one per start. Those recorded
+ * before become duplicates answering with the first saga's ids.
+ */
+static enum status
+find_recorded(const struct apply_env *env, struct intake_start *starts, const int *idx, int n,
+              char *err, size_t errlen)
+{
+	const char **keys = calloc((size_t)(n > 0 ? n : 1), sizeof(*keys));
+	char *asked = calloc((size_t)(n > 0 ? n : 1), 1);
+	enum status st = STATUS_OK;
+
+	if (keys == NULL || asked == NULL) {
+		snprintf(err, errlen, "out of memory");
+		st = STATUS_NOMEM;
+		goto cleanup;
+	}
+	for (int a = 0; a < n && st == STATUS_OK; a++) {
+		const char *name = starts[idx[a]].saga_name;
+		struct store_existing_start *found = NULL;
+		int n_keys = 0, n_found = 0;
+
+		if (asked[a])
+			continue;
+		for (int b = a; b < n; b++) {
+			if (!asked[b] && strcmp(starts[idx[b]].saga_name, name) == 0) {
+				keys[n_keys++] = starts[idx[b]].req.idempotency_key;
+				asked[b] = 1;
+			}
+		}
+		st = store_find_starts(env->db, name, keys, n_keys, &found, &n_found, err, errlen);
+		for (int f = 0; f < n_found; f++) {
+			for (int b = a; b < n; b++) {
+				struct start_answer *ans = &starts[idx[b]].answer;
+
+				if (strcmp(starts[idx[b]].saga_name, name) != 0 ||
+				    strcmp(starts[idx[b]].req.idempotency_key, found[f].key) != 0)
+					continue;
+				ans->status = START_DUPLICATE;
+				snprintf(ans->saga_id, sizeof(ans->saga_id), "%s",
+				         found[f].saga_id);
+				snprintf(ans->correlation_id, sizeof(ans->correlation_id), "%s",
+				         found[f].correlation_id);
+				ans->version = found[f].version;
+				ans->accepted_unix_ms = found[f].created_ms;
+			}
+		}
+		free(found);
+	}
+cleanup:
+	free(keys);
+	free(asked);
+	return st;
+}
+
 enum status
 intake_starts(const struct apply_env *env, struct intake_admission *adm,
               struct intake_start *starts, int n, int from_submit, char *err, size_t errlen)
 {
 	const struct saga_def **defs = calloc((size_t)(n > 0 ? n : 1), sizeof(*defs));
+	int *keyed = calloc((size_t)(n > 0 ? n : 1), sizeof(*keyed));
+	int n_keyed = 0;
 	int64_t now_ms = 0;
 	enum status st;
 	int queued_rejects = 0;
 
-	if (defs == NULL)
+	if (defs == NULL || keyed == NULL) {
+		free(defs);
+		free(keyed);
 		return STATUS_NOMEM;
+	}
 	st = store_begin(env->db, &now_ms, err, errlen);
 	if (st != STATUS_OK)
 		goto unavailable;
@@ -193,9 +254,7 @@ intake_starts(const struct apply_env *env, struct intake_admission *adm,
 			goto fail;
 		}
 		if (s->req.idempotency_key[0] != '\0') {
-			struct store_existing_start *found = NULL;
 			const char *key = s->req.idempotency_key;
-			int nf = 0;
 
 			/* Seen earlier in this batch? */
 			for (int j = 0; j < i; j++) {
@@ -211,23 +270,13 @@ intake_starts(const struct apply_env *env, struct intake_admission *adm,
 			}
 			if (s->answer.status == START_DUPLICATE)
 				continue; /* filled after the first one is decided */
-			st = store_find_starts(env->db, s->saga_name, &key, 1, &found, &nf, err,
-			                       errlen);
-			if (st != STATUS_OK)
-				goto fail;
-			if (nf > 0) {
-				s->answer.status = START_DUPLICATE;
-				snprintf(s->answer.saga_id, sizeof(s->answer.saga_id), "%s",
-				         found[0].saga_id);
-				snprintf(s->answer.correlation_id, sizeof(s->answer.correlation_id),
-				         "%s", found[0].correlation_id);
-				s->answer.version = found[0].version;
-				s->answer.accepted_unix_ms = found[0].created_ms;
-			}
-			free(found);
+			keyed[n_keyed++] = i;
 		}
 	}
-	st = store_pipeline_begin(env->db, err, errlen);
+	st = find_recorded(env, starts, keyed, n_keyed, err, errlen);
+	if (st != STATUS_OK)
+		goto fail;
+	st = store_batch_begin(env->db, err, errlen);
 	if (st != STATUS_OK)
 		goto fail;
 	for (int i = 0; i < n && st == STATUS_OK; i++) {
@@ -280,6 +329,7 @@ intake_starts(const struct apply_env *env, struct intake_admission *adm,
 		}
 	}
 	free(defs);
+	free(keyed);
 	return STATUS_OK;
 fail:
 	store_rollback(env->db);
@@ -298,6 +348,7 @@ unavailable:
 		s->answer.retry_after_ms = 1000;
 	}
 	free(defs);
+	free(keyed);
 	return st;
 }
 

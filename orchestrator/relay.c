@@ -11,19 +11,48 @@
 
 #define RELAY_ACK_TIMEOUT_MS 5000
 
-enum status
-relay_run(struct store *db, struct bus *bus, int limit, int *published, char *err, size_t errlen)
-{
-	struct store_outbox_row *rows = NULL;
-	int n = 0;
-	int failed = 0;
-	enum status st;
-	enum status done;
+/* Rows published right after their commit, waiting for their acks. */
+struct relay {
+	int64_t *ids; /* outbox ids */
+	int n;        /* how many */
+	int cap;      /* allocated */
+	int failed;   /* a publish of this group failed: delete none of them */
+};
 
-	*published = 0;
-	st = store_outbox_take(db, limit, &rows, &n, err, errlen);
-	if (st != STATUS_OK)
-		return st;
+enum status
+relay_new(struct relay **out)
+{
+	struct relay *r = calloc(1, sizeof(*r));
+
+	if (r == NULL)
+		return STATUS_NOMEM;
+	*out = r;
+	return STATUS_OK;
+}
+
+void
+relay_free(struct relay *r)
+{
+	if (r == NULL)
+		return;
+	free(r->ids);
+	free(r);
+}
+
+int
+relay_unsettled(const struct relay *r)
+{
+	return r->n;
+}
+
+/* Publish rows with Nats-Msg-Id and the saga's headers; stops at the first failure. */
+static enum status
+publish_rows(struct bus *bus, const struct store_outbox_row *rows, int n, int *sent, char *err,
+             size_t errlen)
+{
+	enum status st = STATUS_OK;
+
+	*sent = 0;
 	for (int i = 0; i < n && st == STATUS_OK; i++) {
 		const struct store_outbox_row *r = &rows[i];
 		struct bus_header h[6] = {
@@ -37,7 +66,102 @@ relay_run(struct store *db, struct bus *bus, int limit, int *published, char *er
 
 		st = bus_publish_async(bus, r->subject, r->msg_id, h, 6, r->payload.data,
 		                       r->payload.len, err, errlen);
+		if (st == STATUS_OK)
+			(*sent)++;
 	}
+	return st;
+}
+
+enum status
+relay_publish_committed(struct relay *r, struct store *db, struct bus *bus, int *published,
+                        char *err, size_t errlen)
+{
+	struct store_outbox_row *rows = NULL;
+	int n = 0, sent = 0;
+	enum status st;
+
+	*published = 0;
+	st = store_outbox_committed(db, &rows, &n);
+	if (st != STATUS_OK || n == 0) {
+		/* Out of memory: the rows stay in the table for the sweep. */
+		store_outbox_committed_done(db);
+		if (st != STATUS_OK)
+			snprintf(err, errlen, "out of memory");
+		return st;
+	}
+	failpoint_pass(FP_AFTER_COMMIT_BEFORE_PUBLISH);
+	if (r->n + n > r->cap) {
+		int cap = r->cap > 0 ? r->cap : 256;
+		int64_t *grown;
+
+		while (cap < r->n + n)
+			cap *= 2;
+		grown = realloc(r->ids, (size_t)cap * sizeof(*grown));
+		if (grown == NULL) {
+			free(rows);
+			store_outbox_committed_done(db);
+			snprintf(err, errlen, "out of memory");
+			return STATUS_NOMEM;
+		}
+		r->ids = grown;
+		r->cap = cap;
+	}
+	st = publish_rows(bus, rows, n, &sent, err, errlen);
+	for (int i = 0; i < sent; i++)
+		r->ids[r->n++] = rows[i].id;
+	if (st != STATUS_OK)
+		r->failed = 1;
+	free(rows);
+	store_outbox_committed_done(db);
+	*published = sent;
+	return st;
+}
+
+enum status
+relay_settle(struct relay *r, struct store *db, struct bus *bus, int timeout_ms, int *settled,
+             char *err, size_t errlen)
+{
+	int failed = 0;
+	enum status st;
+
+	*settled = 0;
+	if (r->n == 0 && !r->failed)
+		return STATUS_OK;
+	st = bus_publish_wait(bus, timeout_ms, &failed, err, errlen);
+	if (st == STATUS_OK && (failed > 0 || r->failed)) {
+		snprintf(err, errlen, "%d of %d publishes failed; the sweep sends them again",
+		         failed > 0 ? failed : 1, r->n);
+		st = STATUS_NATS;
+	}
+	if (st == STATUS_OK && r->n > 0) {
+		failpoint_pass(FP_AFTER_PUBLISH_BEFORE_DELETE);
+		st = store_outbox_delete(db, r->ids, r->n, err, errlen);
+		if (st == STATUS_OK) {
+			*settled = r->n;
+			metrics_add(M_OUTBOX_PUBLISHED, (uint64_t)r->n);
+		}
+	}
+	/* Whatever happened, these rows are the sweep's now. */
+	r->n = 0;
+	r->failed = 0;
+	return st;
+}
+
+enum status
+relay_sweep(struct store *db, struct bus *bus, int limit, int64_t min_age_ms, int *published,
+            char *err, size_t errlen)
+{
+	struct store_outbox_row *rows = NULL;
+	int n = 0, sent = 0;
+	int failed = 0;
+	enum status st;
+	enum status done;
+
+	*published = 0;
+	st = store_outbox_take(db, limit, min_age_ms, &rows, &n, err, errlen);
+	if (st != STATUS_OK)
+		return st;
+	st = publish_rows(bus, rows, n, &sent, err, errlen);
 	if (st == STATUS_OK && n > 0) {
 		st = bus_publish_wait(bus, RELAY_ACK_TIMEOUT_MS, &failed, err, errlen);
 	} else if (st != STATUS_OK) {

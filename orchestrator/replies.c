@@ -139,12 +139,9 @@ replies_apply(const struct apply_env *env, struct bus_msg **msgs, int n, int *ap
 		}
 		n_ids = u;
 	}
-	st = store_begin(env->db, &now_ms, err, errlen);
+	st = store_begin_load(env->db, ids, n_ids, &now_ms, &rows, &n_rows, err, errlen);
 	if (st != STATUS_OK)
 		goto nak; /* nothing fetched may wait for the ack timeout */
-	st = store_load_sagas(env->db, ids, n_ids, 0, 0, &rows, &n_rows, err, errlen);
-	if (st != STATUS_OK)
-		goto fail;
 	defs = calloc((size_t)(n_rows > 0 ? n_rows : 1), sizeof(*defs));
 	touched = calloc((size_t)(n_rows > 0 ? n_rows : 1), 1);
 	if (defs == NULL || touched == NULL) {
@@ -159,7 +156,7 @@ replies_apply(const struct apply_env *env, struct bus_msg **msgs, int n, int *ap
 			goto fail;
 		}
 	}
-	st = store_pipeline_begin(env->db, err, errlen);
+	st = store_batch_begin(env->db, err, errlen);
 	if (st != STATUS_OK)
 		goto fail;
 	for (int i = 0; i < n && st == STATUS_OK; i++) {

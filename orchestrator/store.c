@@ -161,6 +161,7 @@ store_close(struct store *s)
 	if (s == NULL)
 		return;
 	PQfinish(s->conn);
+	store_batch_free(s);
 	free(s);
 }
 

@@ -128,17 +128,25 @@ enum status store_load_sagas(struct store *s, const char *const *ids, int n_ids,
                              size_t errlen) MUSTCHECK;
 void store_loaded_free(struct store_loaded *rows, int n);
 
+/*
+ * store_begin + store_load_sagas by ids in one round trip (a pipeline: BEGIN,
+ * the clock, the locked sagas, their steps). On failure nothing stays open.
+ */
+enum status store_begin_load(struct store *s, const char *const *ids, int n_ids, int64_t *now_ms,
+                             struct store_loaded **out, int *n_out, char *err,
+                             size_t errlen) MUSTCHECK;
+
 /* Find starts already recorded for these idempotency keys of one definition. */
 enum status store_find_starts(struct store *s, const char *def_name, const char *const *keys,
                               int n_keys, struct store_existing_start **out, int *n_out, char *err,
                               size_t errlen) MUSTCHECK;
 
 /*
- * Queue writes in pipeline mode (after store_begin / store_load_sagas); they
- * are sent at once and checked by store_commit, which reports the first
- * failure (and rolls back).
+ * Queue writes (after store_begin / store_load_sagas; no reads after this):
+ * store_commit writes each table's rows with one multi-row statement, all in
+ * one pipeline with the COMMIT, and reports the first failure (rolled back).
  */
-enum status store_pipeline_begin(struct store *s, char *err, size_t errlen) MUSTCHECK;
+enum status store_batch_begin(struct store *s, char *err, size_t errlen) MUSTCHECK;
 void store_queue_insert_saga(struct store *s, const struct saga_def *def,
                              const struct saga_inst *inst, const char *idempotency_key,
                              const char *labels_json);
@@ -156,14 +164,32 @@ void store_queue_dead_letter(struct store *s, const struct store_dead_letter *dl
 enum status store_commit(struct store *s, char *err, size_t errlen) MUSTCHECK;
 
 /*
- * Take up to limit outbox rows, oldest first, skipping rows another relay
- * holds, and delete them in the open transaction: commit after JetStream
- * acked them, roll back otherwise (they stay for the next pass). Opens the
- * transaction itself. *rows is valid until store_outbox_done.
+ * Take up to limit outbox rows written at least min_age_ms ago, oldest first,
+ * skipping rows another relay holds, and delete them in the open
+ * transaction: commit after JetStream acked them, roll back otherwise (they
+ * stay for the next pass). Opens the transaction itself. *rows is valid until
+ * store_outbox_done. This is the sweep for rows nobody published right after
+ * their commit (a crash, a failed publish, sagactl's writes).
  */
-enum status store_outbox_take(struct store *s, int limit, struct store_outbox_row **rows,
-                              int *n_rows, char *err, size_t errlen) MUSTCHECK;
+enum status store_outbox_take(struct store *s, int limit, int64_t min_age_ms,
+                              struct store_outbox_row **rows, int *n_rows, char *err,
+                              size_t errlen) MUSTCHECK;
 enum status store_outbox_done(struct store *s, int publish_ok, char *err, size_t errlen) MUSTCHECK;
+
+/*
+ * Publishing right after the commit: with keep on (sagad), store_commit keeps
+ * the outbox rows it inserted, ids included, until store_outbox_committed
+ * hands them out; *rows (free() the array) points into results held until
+ * store_outbox_committed_done. Off (the default), nothing is kept.
+ */
+void store_keep_committed_outbox(struct store *s, int keep);
+enum status store_outbox_committed(struct store *s, struct store_outbox_row **rows,
+                                   int *n_rows) MUSTCHECK;
+void store_outbox_committed_done(struct store *s);
+
+/* Delete published outbox rows by id: one round trip, asynchronous commit. */
+enum status store_outbox_delete(struct store *s, const int64_t *ids, int n, char *err,
+                                size_t errlen) MUSTCHECK;
 
 /* Sagas running or compensating (for the admission limit). */
 enum status store_count_in_flight(struct store *s, int64_t *count, char *err,

@@ -7,97 +7,21 @@
 #include "store.h"
 #include "store_int.h"
 
-/* ms since the epoch -> timestamptz, 0 -> NULL (inside SQL text). */
-#define MS_TS(p)                                                                                   \
-	"CASE WHEN " p "::bigint = 0 THEN NULL ELSE to_timestamp(" p "::bigint / 1000.0) END"
 #define TS_MS(c) "COALESCE((extract(epoch from " c ") * 1000)::bigint, 0)"
-
-static const struct {
-	const char *name; /* statement name */
-	const char *sql;  /* text */
-	int n_params;     /* parameter count */
-} statements[] = {
-        {"ins_saga",
-         "INSERT INTO saga_instance (id, correlation_id, definition_name, definition_version, "
-         "state,"
-         " input, idempotency_key, labels, traceparent, seq, completions, wake_at, deadline_at,"
-         " last_error, created_at, updated_at) VALUES ($1::uuid, $2, $3, $4::int, $5, $6::bytea,"
-         " NULLIF($7, ''), COALESCE($8::jsonb, '{}'), NULLIF($9, ''), $10::int, $11::int, " MS_TS(
-                 "$12") ", " MS_TS("$13") ", NULLIF($14, ''), now(), now())",
-         14},
-        {"upd_saga",
-         "UPDATE saga_instance SET state = $2, seq = $3::int, completions = $4::int,"
-         " wake_at = " MS_TS("$5") ", deadline_at = " MS_TS(
-                 "$6") ","
-                       " last_error = NULLIF($7, ''),"
-                       /* Only progress moves updated_at: ignored replies must not hide a stuck saga. */
-                       " updated_at = CASE WHEN $8::boolean THEN now() ELSE updated_at END,"
-                       /* The first time a saga ends is when it ended. */
-                       " ended_at = CASE WHEN $2 IN ('completed', 'compensated', 'resolved')"
-                       " THEN COALESCE(ended_at, now()) END"
-                       " WHERE id = $1::uuid",
-         8},
-        {"ups_step",
-         "INSERT INTO saga_step (saga_id, step_index, name, state, attempt, attempt_base,"
-         " comp_attempt, comp_attempt_base, wake_at, completed_order, uncertain, output, "
-         "last_error,"
-         " started_at, completed_at, updated_at) VALUES ($1::uuid, $2::smallint, $3, $4, $5::int,"
-         " $6::int, $7::int, $8::int, " MS_TS(
-                 "$9") ", NULLIF($10::int, 0), $11::boolean,"
-                       " $12::bytea, NULLIF($13, ''),"
-                       " CASE WHEN $5::int > 0 THEN now() END,"
-                       " CASE WHEN $4 = 'succeeded' THEN now() END, now())"
-                       " ON CONFLICT (saga_id, step_index) DO UPDATE SET"
-                       " state = EXCLUDED.state, attempt = EXCLUDED.attempt,"
-                       " attempt_base = EXCLUDED.attempt_base,"
-                       " comp_attempt = EXCLUDED.comp_attempt,"
-                       " comp_attempt_base = EXCLUDED.comp_attempt_base,"
-                       " wake_at = EXCLUDED.wake_at,"
-                       " completed_order = EXCLUDED.completed_order,"
-                       " uncertain = EXCLUDED.uncertain,"
-                       " output = COALESCE(EXCLUDED.output, saga_step.output),"
-                       " last_error = EXCLUDED.last_error,"
-                       " started_at = COALESCE(saga_step.started_at,"
-                       " EXCLUDED.started_at),"
-                       " completed_at = CASE WHEN EXCLUDED.state = 'succeeded'"
-                       " AND saga_step.state <> 'succeeded' THEN now()"
-                       " ELSE saga_step.completed_at END,"
-                       " updated_at = now()",
-         13},
-        {"ins_transition",
-         "INSERT INTO saga_transition (saga_id, seq, correlation_id, event, outcome, from_state,"
-         " to_state, step, phase, attempt, detail) VALUES ($1::uuid, $2::int, $3, $4, $5,"
-         " NULLIF($6, ''), $7, NULLIF($8, ''), NULLIF($9, ''), NULLIF($10::int, 0), NULLIF($11, "
-         "''))",
-         11},
-        {"ins_outbox",
-         "INSERT INTO saga_outbox (subject, msg_id, content_type, saga_id, correlation_id, step,"
-         " attempt, traceparent, payload) VALUES ($1, $2, $3, NULLIF($4, '')::uuid, NULLIF($5, ''),"
-         " NULLIF($6, ''), NULLIF($7::int, 0), NULLIF($8, ''), $9::bytea)",
-         9},
-        {"ins_dead_letter",
-         "INSERT INTO saga_dead_letter (source_subject, source_key, headers, payload, reason,"
-         " error_class, saga_id, correlation_id, step) VALUES ($1, $2, COALESCE($3::jsonb, '{}'),"
-         " $4::bytea, $5, $6, NULLIF($7, '')::uuid, NULLIF($8, ''), NULLIF($9, ''))"
-         " ON CONFLICT (source_key) WHERE source_key IS NOT NULL DO NOTHING",
-         9},
-};
-
-#define N_STATEMENTS (sizeof(statements) / sizeof(statements[0]))
 
 static enum status
 ensure_prepared(struct store *s, char *err, size_t errlen)
 {
 	if (s->prepared)
 		return STATUS_OK;
-	for (size_t i = 0; i < N_STATEMENTS; i++) {
-		PGresult *res = PQprepare(s->conn, statements[i].name, statements[i].sql,
-		                          statements[i].n_params, NULL);
+	for (int i = 0; i < STORE_T_COUNT; i++) {
+		const struct store_batch_statement *stmt = &store_batch_statements[i];
+		PGresult *res = PQprepare(s->conn, stmt->name, stmt->sql, stmt->n_params, NULL);
 
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 			enum status st = store_status_from_result(res, s->conn);
 
-			store_set_err(err, errlen, statements[i].name, PQerrorMessage(s->conn));
+			store_set_err(err, errlen, stmt->name, PQerrorMessage(s->conn));
 			PQclear(res);
 			return st;
 		}
@@ -126,7 +50,7 @@ store_begin(struct store *s, int64_t *now_ms, char *err, size_t errlen)
 	*now_ms = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
 	s->queue_failed = 0;
-	s->queued = 0;
+	s->in_batch = 0;
 	return STATUS_OK;
 }
 
@@ -149,6 +73,7 @@ store_rollback(struct store *s)
 		}
 		s->in_pipeline = 0;
 	}
+	s->in_batch = 0;
 	PQclear(s->held);
 	s->held = NULL;
 	res = PQexec(s->conn, "ROLLBACK");
@@ -221,26 +146,24 @@ store_loaded_free(struct store_loaded *rows, int n)
 	free(rows);
 }
 
-static enum status
-load_steps(struct store *s, struct store_loaded *rows, int n, const char *array, char *err,
-           size_t errlen)
-{
-	const char *params[1] = {array};
-	PGresult *res = PQexecParams(
-	        s->conn,
-	        "SELECT saga_id::text, step_index, state, attempt, attempt_base, comp_attempt,"
-	        " comp_attempt_base, " TS_MS(
-	                "wake_at") ", COALESCE(completed_order, 0), uncertain,"
-	                           " output, COALESCE(last_error, '')"
-	                           " FROM saga_step WHERE saga_id = ANY($1::uuid[])",
-	        1, NULL, params, NULL, NULL, 0);
-	enum status st = STATUS_OK;
+#define STEPS_SQL                                                                                  \
+	"SELECT saga_id::text, step_index, state, attempt, attempt_base, comp_attempt,"            \
+	" comp_attempt_base, " TS_MS("wake_at") ", COALESCE(completed_order, 0), uncertain,"       \
+	                                        " output, COALESCE(last_error, '')"                \
+	                                        " FROM saga_step WHERE saga_id = ANY($1::uuid[])"
 
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		st = store_status_from_result(res, s->conn);
-		store_set_err(err, errlen, "loading steps", PQerrorMessage(s->conn));
-		goto cleanup;
-	}
+#define SAGAS_SQL                                                                                  \
+	"SELECT id::text, correlation_id, definition_name, definition_version, state, seq,"        \
+	" completions, " TS_MS("created_at") ", " TS_MS("deadline_at") ", " TS_MS(                 \
+	        "wake_at") ", input, COALESCE(traceparent, ''), COALESCE(last_error, '')"          \
+	                   " FROM saga_instance "
+
+#define SAGAS_BY_ID_SQL SAGAS_SQL "WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+
+/* Fill the steps of rows (sorted by id) from a result of STEPS_SQL. */
+static enum status
+parse_steps(const PGresult *res, struct store_loaded *rows, int n, char *err, size_t errlen)
+{
 	for (int r = 0; r < PQntuples(res); r++) {
 		struct store_loaded key;
 		struct store_loaded *owner;
@@ -255,8 +178,7 @@ load_steps(struct store *s, struct store_loaded *rows, int n, const char *array,
 		if (!step_state_parse(PQgetvalue(res, r, 2), &step->state)) {
 			snprintf(err, errlen, "saga %s step %d: unknown state %s", key.inst.id, idx,
 			         PQgetvalue(res, r, 2));
-			st = STATUS_DB;
-			goto cleanup;
+			return STATUS_DB;
 		}
 		step->attempt = (uint32_t)strtoul(PQgetvalue(res, r, 3), NULL, 10);
 		step->attempt_base = (uint32_t)strtoul(PQgetvalue(res, r, 4), NULL, 10);
@@ -267,69 +189,46 @@ load_steps(struct store *s, struct store_loaded *rows, int n, const char *array,
 		step->uncertain = PQgetvalue(res, r, 9)[0] == 't';
 		if (unescape_bytes(res, r, 10, &step->output) != STATUS_OK) {
 			snprintf(err, errlen, "out of memory");
-			st = STATUS_NOMEM;
-			goto cleanup;
+			return STATUS_NOMEM;
 		}
 		snprintf(step->last_error, sizeof(step->last_error), "%s", PQgetvalue(res, r, 11));
 	}
-cleanup:
+	return STATUS_OK;
+}
+
+static enum status
+load_steps(struct store *s, struct store_loaded *rows, int n, const char *array, char *err,
+           size_t errlen)
+{
+	const char *params[1] = {array};
+	PGresult *res = PQexecParams(s->conn, STEPS_SQL, 1, NULL, params, NULL, NULL, 0);
+	enum status st;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		st = store_status_from_result(res, s->conn);
+		store_set_err(err, errlen, "loading steps", PQerrorMessage(s->conn));
+	} else {
+		st = parse_steps(res, rows, n, err, errlen);
+	}
 	PQclear(res);
 	return st;
 }
 
-enum status
-store_load_sagas(struct store *s, const char *const *ids, int n_ids, int due_only, int limit,
-                 struct store_loaded **out, int *n_out, char *err, size_t errlen)
+/* Read the sagas of a result of SAGAS_SQL into a new array sorted by id. */
+static enum status
+parse_sagas(const PGresult *res, struct store_loaded **out, int *n_out, char *err, size_t errlen)
 {
-	static const char *const columns =
-	        "SELECT id::text, correlation_id, definition_name, definition_version, state, seq,"
-	        " completions, " TS_MS("created_at") ", " TS_MS("deadline_at") ", " TS_MS(
-	                "wake_at") ", input, COALESCE(traceparent, ''), COALESCE(last_error, '')"
-	                           " FROM saga_instance ";
-	char sql[1024];
-	char limit_text[16];
-	char *array = NULL;
-	const char *params[1];
-	PGresult *res = NULL;
 	struct store_loaded *rows = NULL;
-	enum status st = STATUS_OK;
-	int n = 0;
+	int n = PQntuples(res);
 
 	*out = NULL;
 	*n_out = 0;
-	if (due_only) {
-		snprintf(limit_text, sizeof(limit_text), "%d", limit);
-		snprintf(sql, sizeof(sql),
-		         "%s WHERE wake_at <= now() ORDER BY wake_at LIMIT $1::int"
-		         " FOR UPDATE SKIP LOCKED",
-		         columns);
-		params[0] = limit_text;
-	} else {
-		if (n_ids == 0)
-			return STATUS_OK;
-		array = uuid_array(ids, n_ids);
-		if (array == NULL) {
-			snprintf(err, errlen, "out of memory");
-			return STATUS_NOMEM;
-		}
-		snprintf(sql, sizeof(sql), "%s WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
-		         columns);
-		params[0] = array;
-	}
-	res = PQexecParams(s->conn, sql, 1, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		st = store_status_from_result(res, s->conn);
-		store_set_err(err, errlen, "loading sagas", PQerrorMessage(s->conn));
-		goto cleanup;
-	}
-	n = PQntuples(res);
 	if (n == 0)
-		goto cleanup;
+		return STATUS_OK;
 	rows = calloc((size_t)n, sizeof(*rows));
 	if (rows == NULL) {
 		snprintf(err, errlen, "out of memory");
-		st = STATUS_NOMEM;
-		goto cleanup;
+		return STATUS_NOMEM;
 	}
 	for (int r = 0; r < n; r++) {
 		struct store_loaded *l = &rows[r];
@@ -343,8 +242,8 @@ store_load_sagas(struct store *s, const char *const *ids, int n_ids, int due_onl
 		if (!saga_state_parse(PQgetvalue(res, r, 4), &inst->state)) {
 			snprintf(err, errlen, "saga %s: unknown state %s", inst->id,
 			         PQgetvalue(res, r, 4));
-			st = STATUS_DB;
-			goto cleanup;
+			store_loaded_free(rows, n);
+			return STATUS_DB;
 		}
 		inst->seq = atoi(PQgetvalue(res, r, 5));
 		inst->completions = atoi(PQgetvalue(res, r, 6));
@@ -353,14 +252,59 @@ store_load_sagas(struct store *s, const char *const *ids, int n_ids, int due_onl
 		inst->wake_at_ms = strtoll(PQgetvalue(res, r, 9), NULL, 10);
 		if (unescape_bytes(res, r, 10, &inst->input) != STATUS_OK) {
 			snprintf(err, errlen, "out of memory");
-			st = STATUS_NOMEM;
-			goto cleanup;
+			store_loaded_free(rows, n);
+			return STATUS_NOMEM;
 		}
 		snprintf(inst->traceparent, sizeof(inst->traceparent), "%s",
 		         PQgetvalue(res, r, 11));
 		snprintf(inst->last_error, sizeof(inst->last_error), "%s", PQgetvalue(res, r, 12));
 	}
 	qsort(rows, (size_t)n, sizeof(*rows), cmp_loaded);
+	*out = rows;
+	*n_out = n;
+	return STATUS_OK;
+}
+
+enum status
+store_load_sagas(struct store *s, const char *const *ids, int n_ids, int due_only, int limit,
+                 struct store_loaded **out, int *n_out, char *err, size_t errlen)
+{
+	char limit_text[16];
+	char *array = NULL;
+	const char *params[1];
+	PGresult *res = NULL;
+	struct store_loaded *rows = NULL;
+	enum status st = STATUS_OK;
+	int n = 0;
+
+	*out = NULL;
+	*n_out = 0;
+	if (due_only) {
+		snprintf(limit_text, sizeof(limit_text), "%d", limit);
+		params[0] = limit_text;
+		res = PQexecParams(s->conn,
+		                   SAGAS_SQL "WHERE wake_at <= now() ORDER BY wake_at LIMIT $1::int"
+		                             " FOR UPDATE SKIP LOCKED",
+		                   1, NULL, params, NULL, NULL, 0);
+	} else {
+		if (n_ids == 0)
+			return STATUS_OK;
+		array = uuid_array(ids, n_ids);
+		if (array == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return STATUS_NOMEM;
+		}
+		params[0] = array;
+		res = PQexecParams(s->conn, SAGAS_BY_ID_SQL, 1, NULL, params, NULL, NULL, 0);
+	}
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		st = store_status_from_result(res, s->conn);
+		store_set_err(err, errlen, "loading sagas", PQerrorMessage(s->conn));
+		goto cleanup;
+	}
+	st = parse_sagas(res, &rows, &n, err, errlen);
+	if (st != STATUS_OK || n == 0)
+		goto cleanup;
 	if (array == NULL) {
 		const char **loaded_ids = malloc((size_t)n * sizeof(*loaded_ids));
 
@@ -389,6 +333,107 @@ cleanup:
 	}
 	*out = rows;
 	*n_out = rows != NULL ? n : 0;
+	return STATUS_OK;
+}
+
+enum status
+store_begin_load(struct store *s, const char *const *ids, int n_ids, int64_t *now_ms,
+                 struct store_loaded **out, int *n_out, char *err, size_t errlen)
+{
+	static const char *const sql[4] = {
+	        "BEGIN",
+	        "SELECT (extract(epoch from now()) * 1000)::bigint",
+	        SAGAS_BY_ID_SQL,
+	        STEPS_SQL,
+	};
+	PGresult *res[4] = {NULL, NULL, NULL, NULL};
+	struct store_loaded *rows = NULL;
+	const char *params[1];
+	char *array;
+	enum status st = ensure_prepared(s, err, errlen);
+	int n = 0, got = 0;
+
+	*out = NULL;
+	*n_out = 0;
+	if (st != STATUS_OK)
+		return st;
+	if (n_ids == 0)
+		return store_begin(s, now_ms, err, errlen);
+	array = uuid_array(ids, n_ids);
+	if (array == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return STATUS_NOMEM;
+	}
+	params[0] = array;
+	/* One round trip: begin, clock, lock and read the sagas, then their steps. */
+	if (PQenterPipelineMode(s->conn) != 1) {
+		store_set_err(err, errlen, "entering pipeline mode", PQerrorMessage(s->conn));
+		free(array);
+		return STATUS_DB_RETRY;
+	}
+	s->in_pipeline = 1;
+	for (int q = 0; q < 4 && st == STATUS_OK; q++) {
+		if (PQsendQueryParams(s->conn, sql[q], q >= 2 ? 1 : 0, NULL, q >= 2 ? params : NULL,
+		                      NULL, NULL, 0) != 1) {
+			store_set_err(err, errlen, "loading sagas", PQerrorMessage(s->conn));
+			st = STATUS_DB_RETRY;
+		}
+	}
+	if (st == STATUS_OK && PQpipelineSync(s->conn) != 1) {
+		store_set_err(err, errlen, "loading sagas", PQerrorMessage(s->conn));
+		st = STATUS_DB_RETRY;
+	}
+	while (st == STATUS_OK) {
+		PGresult *r = PQgetResult(s->conn);
+
+		if (r == NULL) {
+			if (PQstatus(s->conn) == CONNECTION_BAD) {
+				store_set_err(err, errlen, "loading sagas",
+				              PQerrorMessage(s->conn));
+				st = STATUS_DB_RETRY;
+			}
+			continue;
+		}
+		if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			break;
+		}
+		if (got < 4)
+			res[got++] = r;
+		else
+			PQclear(r);
+	}
+	for (int q = 0; q < 4 && st == STATUS_OK; q++) {
+		ExecStatusType want = q == 0 ? PGRES_COMMAND_OK : PGRES_TUPLES_OK;
+
+		if (res[q] == NULL || PQresultStatus(res[q]) != want) {
+			st = res[q] != NULL ? store_status_from_result(res[q], s->conn)
+			                    : STATUS_DB_RETRY;
+			store_set_err(err, errlen, "loading sagas",
+			              res[q] != NULL ? PQresultErrorMessage(res[q])
+			                             : PQerrorMessage(s->conn));
+		}
+	}
+	if (st == STATUS_OK) {
+		PQexitPipelineMode(s->conn);
+		s->in_pipeline = 0;
+		s->queue_failed = 0;
+		s->in_batch = 0;
+		*now_ms = strtoll(PQgetvalue(res[1], 0, 0), NULL, 10);
+		st = parse_sagas(res[2], &rows, &n, err, errlen);
+	}
+	if (st == STATUS_OK)
+		st = parse_steps(res[3], rows, n, err, errlen);
+	for (int q = 0; q < 4; q++)
+		PQclear(res[q]);
+	free(array);
+	if (st != STATUS_OK) {
+		store_loaded_free(rows, n);
+		store_rollback(s);
+		return st;
+	}
+	*out = rows;
+	*n_out = n;
 	return STATUS_OK;
 }
 
@@ -461,270 +506,38 @@ cleanup:
 	return st;
 }
 
-enum status
-store_pipeline_begin(struct store *s, char *err, size_t errlen)
+void
+store_outbox_rows(const PGresult *res, struct store_outbox_row *out, int *n)
 {
-	if (PQenterPipelineMode(s->conn) != 1) {
-		store_set_err(err, errlen, "entering pipeline mode", PQerrorMessage(s->conn));
-		return STATUS_DB;
+	/* Binary results: text columns are their raw bytes, NUL-terminated by libpq. */
+	for (int r = 0; r < PQntuples(res); r++) {
+		struct store_outbox_row *o = &out[(*n)++];
+
+		o->id = strtoll(PQgetvalue(res, r, 0), NULL, 10);
+		o->subject = PQgetvalue(res, r, 1);
+		o->msg_id = PQgetvalue(res, r, 2);
+		o->content_type = PQgetvalue(res, r, 3);
+		o->saga_id = PQgetvalue(res, r, 4);
+		o->correlation_id = PQgetvalue(res, r, 5);
+		o->step = PQgetvalue(res, r, 6);
+		o->attempt = PQgetvalue(res, r, 7);
+		o->traceparent = PQgetvalue(res, r, 8);
+		o->payload.data = (uint8_t *)PQgetvalue(res, r, 9);
+		o->payload.len = (size_t)PQgetlength(res, r, 9);
 	}
-	s->in_pipeline = 1;
-	s->queued = 0;
-	s->queue_failed = 0;
-	return STATUS_OK;
-}
-
-/* Send one prepared statement; the first failure is remembered for store_commit. */
-static void
-queue(struct store *s, const char *name, int n, const char *const *values, const int *lengths,
-      const int *formats)
-{
-	if (s->queue_failed)
-		return;
-	if (PQsendQueryPrepared(s->conn, name, n, values, lengths, formats, 0) != 1) {
-		s->queue_failed = 1;
-		store_set_err(s->queue_err, sizeof(s->queue_err), name, PQerrorMessage(s->conn));
-		return;
-	}
-	s->queued++;
-}
-
-static void
-fmt_i64(char *buf, size_t cap, int64_t v)
-{
-	snprintf(buf, cap, "%" PRId64, v);
-}
-
-void
-store_queue_insert_saga(struct store *s, const struct saga_def *def, const struct saga_inst *inst,
-                        const char *idempotency_key, const char *labels_json)
-{
-	char version[16], seq[16], completions[16], wake[24], deadline[24];
-	const char *v[14];
-	int len[14] = {0};
-	int fmt[14] = {0};
-
-	snprintf(version, sizeof(version), "%u", def->version);
-	snprintf(seq, sizeof(seq), "%d", inst->seq);
-	snprintf(completions, sizeof(completions), "%d", inst->completions);
-	fmt_i64(wake, sizeof(wake), inst->wake_at_ms);
-	fmt_i64(deadline, sizeof(deadline), inst->deadline_at_ms);
-	v[0] = inst->id;
-	v[1] = inst->correlation_id;
-	v[2] = def->name;
-	v[3] = version;
-	v[4] = saga_state_name(inst->state);
-	v[5] = inst->input.data != NULL ? (const char *)inst->input.data : "";
-	len[5] = (int)inst->input.len;
-	fmt[5] = 1;
-	v[6] = idempotency_key != NULL ? idempotency_key : "";
-	v[7] = labels_json;
-	v[8] = inst->traceparent;
-	v[9] = seq;
-	v[10] = completions;
-	v[11] = wake;
-	v[12] = deadline;
-	v[13] = inst->last_error;
-	queue(s, "ins_saga", 14, v, len, fmt);
-}
-
-void
-store_queue_update_saga(struct store *s, const struct saga_inst *inst, int progressed)
-{
-	char seq[16], completions[16], wake[24], deadline[24];
-	const char *v[8];
-
-	snprintf(seq, sizeof(seq), "%d", inst->seq);
-	snprintf(completions, sizeof(completions), "%d", inst->completions);
-	fmt_i64(wake, sizeof(wake), inst->wake_at_ms);
-	fmt_i64(deadline, sizeof(deadline), inst->deadline_at_ms);
-	v[0] = inst->id;
-	v[1] = saga_state_name(inst->state);
-	v[2] = seq;
-	v[3] = completions;
-	v[4] = wake;
-	v[5] = deadline;
-	v[6] = inst->last_error;
-	v[7] = progressed ? "true" : "false";
-	queue(s, "upd_saga", 8, v, NULL, NULL);
-}
-
-void
-store_queue_steps(struct store *s, const struct saga_def *def, struct saga_inst *inst)
-{
-	for (int i = 0; i < def->n_steps; i++) {
-		struct step_inst *st = &inst->steps[i];
-		char idx[8], attempt[16], base[16], comp[16], comp_base[16], wake[24], order[16];
-		const char *v[13];
-		int len[13] = {0};
-		int fmt[13] = {0};
-
-		if (!st->dirty)
-			continue;
-		snprintf(idx, sizeof(idx), "%d", i);
-		snprintf(attempt, sizeof(attempt), "%u", st->attempt);
-		snprintf(base, sizeof(base), "%u", st->attempt_base);
-		snprintf(comp, sizeof(comp), "%u", st->comp_attempt);
-		snprintf(comp_base, sizeof(comp_base), "%u", st->comp_attempt_base);
-		fmt_i64(wake, sizeof(wake), st->wake_at_ms);
-		snprintf(order, sizeof(order), "%d", st->completed_order);
-		v[0] = inst->id;
-		v[1] = idx;
-		v[2] = def->steps[i].name;
-		v[3] = step_state_name(st->state);
-		v[4] = attempt;
-		v[5] = base;
-		v[6] = comp;
-		v[7] = comp_base;
-		v[8] = wake;
-		v[9] = order;
-		v[10] = st->uncertain ? "true" : "false";
-		/* NULL keeps the stored output: it is written once, when the action succeeds. */
-		v[11] = st->output.len > 0 ? (const char *)st->output.data : NULL;
-		len[11] = (int)st->output.len;
-		fmt[11] = 1;
-		v[12] = st->last_error;
-		queue(s, "ups_step", 13, v, len, fmt);
-		st->dirty = false;
-	}
-}
-
-void
-store_queue_transition(struct store *s, const struct saga_def *def, const struct saga_inst *inst,
-                       const struct plan *plan, const char *event_name)
-{
-	char seq[16], attempt[16];
-	const char *v[11];
-
-	snprintf(seq, sizeof(seq), "%d", plan->seq);
-	snprintf(attempt, sizeof(attempt), "%u", plan->attempt);
-	v[0] = inst->id;
-	v[1] = seq;
-	v[2] = inst->correlation_id;
-	v[3] = event_name;
-	v[4] = engine_verdict_name(plan->verdict);
-	v[5] = plan->from_state != 0 ? saga_state_name((enum saga_state)plan->from_state) : "";
-	v[6] = saga_state_name(plan->to_state);
-	v[7] = plan->step >= 0 ? def->steps[plan->step].name : "";
-	v[8] = plan->phase != 0 ? step_phase_name(plan->phase) : "";
-	v[9] = attempt;
-	v[10] = plan->detail;
-	queue(s, "ins_transition", 11, v, NULL, NULL);
-}
-
-void
-store_queue_outbox(struct store *s, const char *subject, const char *msg_id,
-                   const char *content_type, const char *saga_id, const char *correlation_id,
-                   const char *step, uint32_t attempt, const char *traceparent,
-                   struct bytes payload)
-{
-	char att[16];
-	const char *v[9];
-	int len[9] = {0};
-	int fmt[9] = {0};
-
-	snprintf(att, sizeof(att), "%u", attempt);
-	v[0] = subject;
-	v[1] = msg_id;
-	v[2] = content_type;
-	v[3] = saga_id != NULL ? saga_id : "";
-	v[4] = correlation_id != NULL ? correlation_id : "";
-	v[5] = step != NULL ? step : "";
-	v[6] = att;
-	v[7] = traceparent != NULL ? traceparent : "";
-	v[8] = payload.data != NULL ? (const char *)payload.data : "";
-	len[8] = (int)payload.len;
-	fmt[8] = 1;
-	queue(s, "ins_outbox", 9, v, len, fmt);
-}
-
-void
-store_queue_dead_letter(struct store *s, const struct store_dead_letter *dl)
-{
-	const char *v[9];
-	int len[9] = {0};
-	int fmt[9] = {0};
-
-	v[0] = dl->source_subject;
-	v[1] = dl->source_key;
-	v[2] = dl->headers_json;
-	v[3] = dl->payload.data != NULL ? (const char *)dl->payload.data : "";
-	len[3] = (int)dl->payload.len;
-	fmt[3] = 1;
-	v[4] = dl->reason;
-	v[5] = dl->error_class;
-	v[6] = dl->saga_id != NULL ? dl->saga_id : "";
-	v[7] = dl->correlation_id != NULL ? dl->correlation_id : "";
-	v[8] = dl->step != NULL ? dl->step : "";
-	queue(s, "ins_dead_letter", 9, v, len, fmt);
 }
 
 enum status
-store_commit(struct store *s, char *err, size_t errlen)
+store_outbox_take(struct store *s, int limit, int64_t min_age_ms, struct store_outbox_row **rows,
+                  int *n_rows, char *err, size_t errlen)
 {
-	PGresult *res;
-	enum status st = STATUS_OK;
-
-	if (!s->in_pipeline) {
-		st = store_exec(s, "COMMIT", err, errlen);
-		return st;
-	}
-	if (s->queue_failed) {
-		snprintf(err, errlen, "%s", s->queue_err);
-		store_rollback(s);
-		return STATUS_DB_RETRY;
-	}
-	if (PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
-	    PQpipelineSync(s->conn) != 1) {
-		store_set_err(err, errlen, "COMMIT", PQerrorMessage(s->conn));
-		store_rollback(s);
-		return STATUS_DB_RETRY;
-	}
-	/* One result (then NULL) per statement, the COMMIT's, then the sync. */
-	for (;;) {
-		res = PQgetResult(s->conn);
-		if (res == NULL) {
-			if (PQstatus(s->conn) == CONNECTION_BAD) {
-				store_set_err(err, errlen, "COMMIT", PQerrorMessage(s->conn));
-				st = STATUS_DB_RETRY;
-				break;
-			}
-			continue;
-		}
-		if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
-			PQclear(res);
-			break;
-		}
-		if (PQresultStatus(res) != PGRES_COMMAND_OK &&
-		    PQresultStatus(res) != PGRES_TUPLES_OK && st == STATUS_OK) {
-			st = PQresultStatus(res) == PGRES_PIPELINE_ABORTED
-			             ? STATUS_DB
-			             : store_status_from_result(res, s->conn);
-			store_set_err(err, errlen, "batch write", PQresultErrorMessage(res));
-		}
-		PQclear(res);
-	}
-	PQexitPipelineMode(s->conn);
-	s->in_pipeline = 0;
-	if (st != STATUS_OK) {
-		/* The server aborted the transaction; make sure it is gone. */
-		res = PQexec(s->conn, "ROLLBACK");
-		PQclear(res);
-	}
-	return st;
-}
-
-enum status
-store_outbox_take(struct store *s, int limit, struct store_outbox_row **rows, int *n_rows,
-                  char *err, size_t errlen)
-{
-	char limit_text[16];
-	const char *params[1] = {limit_text};
+	char limit_text[16], age_text[24];
+	const char *params[2] = {limit_text, age_text};
 	struct store_outbox_row *out = NULL;
 	PGresult *res;
 	enum status st;
 	int64_t now_ms;
-	int n;
+	int n = 0;
 
 	*rows = NULL;
 	*n_rows = 0;
@@ -738,14 +551,13 @@ store_outbox_take(struct store *s, int limit, struct store_outbox_row **rows, in
 		return st;
 	}
 	snprintf(limit_text, sizeof(limit_text), "%d", limit);
+	snprintf(age_text, sizeof(age_text), "%lld", (long long)min_age_ms);
 	res = PQexecParams(s->conn,
 	                   "DELETE FROM saga_outbox WHERE id IN (SELECT id FROM saga_outbox"
+	                   " WHERE created_at <= now() - $2::bigint * interval '1 millisecond'"
 	                   " ORDER BY id LIMIT $1::int FOR UPDATE SKIP LOCKED)"
-	                   " RETURNING id::text, subject, msg_id, content_type,"
-	                   " COALESCE(saga_id::text, ''), COALESCE(correlation_id, ''),"
-	                   " COALESCE(step, ''), COALESCE(attempt::text, ''),"
-	                   " COALESCE(traceparent, ''), payload",
-	                   1, NULL, params, NULL, NULL, 1);
+	                   " RETURNING " STORE_OUTBOX_COLUMNS,
+	                   2, NULL, params, NULL, NULL, 1);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		st = store_status_from_result(res, s->conn);
 		store_set_err(err, errlen, "taking outbox rows", PQerrorMessage(s->conn));
@@ -753,34 +565,55 @@ store_outbox_take(struct store *s, int limit, struct store_outbox_row **rows, in
 		store_rollback(s);
 		return st;
 	}
-	n = PQntuples(res);
-	if (n > 0) {
-		out = calloc((size_t)n, sizeof(*out));
+	if (PQntuples(res) > 0) {
+		out = calloc((size_t)PQntuples(res), sizeof(*out));
 		if (out == NULL) {
 			PQclear(res);
 			store_rollback(s);
 			snprintf(err, errlen, "out of memory");
 			return STATUS_NOMEM;
 		}
-	}
-	/* Binary results: text columns are their raw bytes, NUL-terminated by libpq. */
-	for (int r = 0; r < n; r++) {
-		out[r].id = strtoll(PQgetvalue(res, r, 0), NULL, 10);
-		out[r].subject = PQgetvalue(res, r, 1);
-		out[r].msg_id = PQgetvalue(res, r, 2);
-		out[r].content_type = PQgetvalue(res, r, 3);
-		out[r].saga_id = PQgetvalue(res, r, 4);
-		out[r].correlation_id = PQgetvalue(res, r, 5);
-		out[r].step = PQgetvalue(res, r, 6);
-		out[r].attempt = PQgetvalue(res, r, 7);
-		out[r].traceparent = PQgetvalue(res, r, 8);
-		out[r].payload.data = (uint8_t *)PQgetvalue(res, r, 9);
-		out[r].payload.len = (size_t)PQgetlength(res, r, 9);
+		store_outbox_rows(res, out, &n);
 	}
 	s->held = res;
 	*rows = out;
 	*n_rows = n;
 	return STATUS_OK;
+}
+
+enum status
+store_outbox_delete(struct store *s, const int64_t *ids, int n, char *err, size_t errlen)
+{
+	/* Ids are numbers: the list goes into the text of one simple query (one round trip). */
+	static const char head[] = "BEGIN; SET LOCAL synchronous_commit = off;"
+	                           " DELETE FROM saga_outbox WHERE id = ANY('{";
+	static const char tail[] = "}'::bigint[]); COMMIT";
+	size_t cap = sizeof(head) + sizeof(tail) + (size_t)n * 21;
+	char *sql;
+	size_t len;
+	enum status st;
+
+	if (n <= 0)
+		return STATUS_OK;
+	sql = malloc(cap);
+	if (sql == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return STATUS_NOMEM;
+	}
+	memcpy(sql, head, sizeof(head) - 1);
+	len = sizeof(head) - 1;
+	for (int i = 0; i < n; i++)
+		len += (size_t)snprintf(sql + len, cap - len, "%s%lld", i > 0 ? "," : "",
+		                        (long long)ids[i]);
+	memcpy(sql + len, tail, sizeof(tail));
+	st = store_exec(s, sql, err, errlen);
+	free(sql);
+	if (st != STATUS_OK) {
+		PGresult *res = PQexec(s->conn, "ROLLBACK");
+
+		PQclear(res);
+	}
+	return st;
 }
 
 enum status

@@ -1,0 +1,559 @@
+/*
+ * Batched writes of the store module: rows queued during a batch are kept as
+ * PostgreSQL array literals, one per column, and written at commit by one
+ * multi-row statement per table (INSERT ... SELECT FROM unnest(...)), sent
+ * together with the COMMIT in one pipeline. PostgreSQL then pays its
+ * per-statement cost (executor set-up, constraint expressions) once per batch
+ * and table instead of once per row.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+#include "store_int.h"
+
+/* ms since the epoch -> timestamptz, 0 -> NULL (inside SQL text). */
+#define MS_TS(c) "CASE WHEN " c " = 0 THEN NULL ELSE to_timestamp(" c " / 1000.0) END"
+
+/* The multi-row statements, in the order store_commit sends them (steps need their saga). */
+const struct store_batch_statement store_batch_statements[STORE_T_COUNT] = {
+        [STORE_T_INS_SAGA] =
+                {"batch_ins_saga",
+                 "INSERT INTO saga_instance (id, correlation_id, definition_name,"
+                 " definition_version, state, input, idempotency_key, labels, traceparent, seq,"
+                 " completions, wake_at, deadline_at, last_error, created_at, updated_at)"
+                 " SELECT u.id, u.corr, u.dname, u.dver, u.state, u.input, NULLIF(u.ikey, ''),"
+                 " COALESCE(u.labels::jsonb, '{}'), NULLIF(u.tp, ''), u.seq, u.comp, " MS_TS(
+                         "u.wake") ", " MS_TS("u.dl") ", NULLIF(u.err, ''), now(), now()"
+                                                      " FROM unnest($1::uuid[], $2::text[],"
+                                                      " $3::text[], $4::int[], $5::text[],"
+                                                      " $6::bytea[], $7::text[], $8::text[],"
+                                                      " $9::text[], $10::int[], $11::int[],"
+                                                      " $12::bigint[], $13::bigint[],"
+                                                      " $14::text[])"
+                                                      " AS u(id, corr, dname, dver, state,"
+                                                      " input, ikey, labels, tp, seq, comp,"
+                                                      " wake, dl, err)",
+                 14},
+        [STORE_T_UPD_SAGA] =
+                {"batch_upd_saga",
+                 "UPDATE saga_instance AS i SET state = u.state, seq = u.seq,"
+                 " completions = u.comp, wake_at = " MS_TS("u.wake") ", deadline_at = " MS_TS(
+                         "u.dl") ", last_error = NULLIF(u.err, ''),"
+                                 /* Only progress moves updated_at: ignored replies must not hide a stuck saga. */
+                                 " updated_at = CASE WHEN u.progressed THEN now()"
+                                 " ELSE i.updated_at END,"
+                                 /* The first time a saga ends is when it ended. */
+                                 " ended_at = CASE WHEN u.state IN ('completed', 'compensated',"
+                                 " 'resolved') THEN COALESCE(i.ended_at, now()) END"
+                                 " FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[],"
+                                 " $5::bigint[], $6::bigint[], $7::text[], $8::boolean[])"
+                                 " AS u(id, state, seq, comp, wake, dl, err, progressed)"
+                                 " WHERE i.id = u.id",
+                 8},
+        [STORE_T_UPS_STEP] =
+                {"batch_ups_step",
+                 "INSERT INTO saga_step AS s (saga_id, step_index, name, state, attempt,"
+                 " attempt_base, comp_attempt, comp_attempt_base, wake_at, completed_order,"
+                 " uncertain, output, last_error, started_at, completed_at, updated_at)"
+                 " SELECT u.id, u.idx, u.name, u.state, u.att, u.base, u.comp, u.comp_base, " MS_TS(
+                         "u.wake") ", NULLIF(u.ord, 0), u.unc, u.output, NULLIF(u.err, ''),"
+                                   " CASE WHEN u.att > 0 THEN now() END,"
+                                   " CASE WHEN u.state = 'succeeded' THEN now() END, now()"
+                                   " FROM unnest($1::uuid[], $2::smallint[], $3::text[],"
+                                   " $4::text[], $5::int[], $6::int[], $7::int[], $8::int[],"
+                                   " $9::bigint[], $10::int[], $11::boolean[], $12::bytea[],"
+                                   " $13::text[])"
+                                   " AS u(id, idx, name, state, att, base, comp, comp_base,"
+                                   " wake, ord, unc, output, err)"
+                                   " ON CONFLICT (saga_id, step_index) DO UPDATE SET"
+                                   " state = EXCLUDED.state, attempt = EXCLUDED.attempt,"
+                                   " attempt_base = EXCLUDED.attempt_base,"
+                                   " comp_attempt = EXCLUDED.comp_attempt,"
+                                   " comp_attempt_base = EXCLUDED.comp_attempt_base,"
+                                   " wake_at = EXCLUDED.wake_at,"
+                                   " completed_order = EXCLUDED.completed_order,"
+                                   " uncertain = EXCLUDED.uncertain,"
+                                   /* NULL keeps the output: written once, when the action succeeds. */
+                                   " output = COALESCE(EXCLUDED.output, s.output),"
+                                   " last_error = EXCLUDED.last_error,"
+                                   " started_at = COALESCE(s.started_at, EXCLUDED.started_at),"
+                                   " completed_at = CASE WHEN EXCLUDED.state = 'succeeded'"
+                                   " AND s.state <> 'succeeded' THEN now()"
+                                   " ELSE s.completed_at END,"
+                                   " updated_at = now()",
+                 13},
+        [STORE_T_INS_TRANSITION] =
+                {"batch_ins_transition",
+                 "INSERT INTO saga_transition (saga_id, seq, correlation_id, event, outcome,"
+                 " from_state, to_state, step, phase, attempt, detail)"
+                 " SELECT u.id, u.seq, u.corr, u.ev, u.outcome, NULLIF(u.from_state, ''),"
+                 " u.to_state, NULLIF(u.step, ''), NULLIF(u.phase, ''), NULLIF(u.att, 0),"
+                 " NULLIF(u.detail, '')"
+                 " FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],"
+                 " $6::text[], $7::text[], $8::text[], $9::text[], $10::int[], $11::text[])"
+                 " AS u(id, seq, corr, ev, outcome, from_state, to_state, step, phase, att,"
+                 " detail)",
+                 11},
+        [STORE_T_INS_OUTBOX] =
+                {"batch_ins_outbox",
+                 "INSERT INTO saga_outbox (subject, msg_id, content_type, saga_id,"
+                 " correlation_id, step, attempt, traceparent, payload)"
+                 " SELECT u.subject, u.msg_id, u.ct, NULLIF(u.saga_id, '')::uuid,"
+                 " NULLIF(u.corr, ''), NULLIF(u.step, ''), NULLIF(u.att, 0), NULLIF(u.tp, ''),"
+                 " u.payload"
+                 " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+                 " $6::text[], $7::int[], $8::text[], $9::bytea[])"
+                 " AS u(subject, msg_id, ct, saga_id, corr, step, att, tp, payload)"
+                 /* What the relay publishes right after the commit. */
+                 " RETURNING " STORE_OUTBOX_COLUMNS,
+                 9},
+        [STORE_T_INS_DEAD_LETTER] =
+                {"batch_ins_dead_letter",
+                 "INSERT INTO saga_dead_letter (source_subject, source_key, headers, payload,"
+                 " reason, error_class, saga_id, correlation_id, step)"
+                 " SELECT u.subject, u.skey, COALESCE(u.headers::jsonb, '{}'), u.payload,"
+                 " u.reason, u.class, NULLIF(u.saga_id, '')::uuid, NULLIF(u.corr, ''),"
+                 " NULLIF(u.step, '')"
+                 " FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[],"
+                 " $6::text[], $7::text[], $8::text[], $9::text[])"
+                 " AS u(subject, skey, headers, payload, reason, class, saga_id, corr, step)"
+                 " ON CONFLICT (source_key) WHERE source_key IS NOT NULL DO NOTHING",
+                 9},
+};
+
+/* Make room for need more bytes in a column; a failure marks the batch failed. */
+static int
+col_reserve(struct store *s, struct store_col *c, size_t need)
+{
+	size_t cap = c->cap > 0 ? c->cap : 256;
+	char *grown;
+
+	if (c->len + need + 2 <= c->cap)
+		return 1;
+	while (cap < c->len + need + 2)
+		cap *= 2;
+	grown = realloc(c->buf, cap);
+	if (grown == NULL) {
+		s->queue_failed = 1;
+		snprintf(s->queue_err, sizeof(s->queue_err), "batch write: out of memory");
+		return 0;
+	}
+	c->buf = grown;
+	c->cap = cap;
+	return 1;
+}
+
+/* Start the next element: '{' before the first, ',' before the others. */
+static void
+col_sep(struct store_col *c)
+{
+	c->buf[c->len] = c->len == 0 ? '{' : ',';
+	c->len++;
+}
+
+/* Append a text element (NULL -> SQL NULL), quoted and escaped for an array literal. */
+static void
+col_text(struct store *s, struct store_col *c, const char *text)
+{
+	size_t n;
+
+	if (text == NULL) {
+		if (col_reserve(s, c, 5)) {
+			col_sep(c);
+			memcpy(c->buf + c->len, "NULL", 4);
+			c->len += 4;
+		}
+		return;
+	}
+	n = strlen(text);
+	if (!col_reserve(s, c, 2 * n + 3))
+		return;
+	col_sep(c);
+	c->buf[c->len++] = '"';
+	for (size_t i = 0; i < n; i++) {
+		if (text[i] == '"' || text[i] == '\\')
+			c->buf[c->len++] = '\\';
+		c->buf[c->len++] = text[i];
+	}
+	c->buf[c->len++] = '"';
+}
+
+/* Append a bytea element in hex form ("\\x..."), or SQL NULL when data is NULL. */
+static void
+col_bytes(struct store *s, struct store_col *c, const uint8_t *data, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	if (data == NULL) {
+		col_text(s, c, NULL);
+		return;
+	}
+	if (!col_reserve(s, c, 2 * len + 6))
+		return;
+	col_sep(c);
+	memcpy(c->buf + c->len, "\"\\\\x", 4);
+	c->len += 4;
+	for (size_t i = 0; i < len; i++) {
+		c->buf[c->len++] = hex[data[i] >> 4];
+		c->buf[c->len++] = hex[data[i] & 0xf];
+	}
+	c->buf[c->len++] = '"';
+}
+
+static void
+col_int(struct store *s, struct store_col *c, int64_t v)
+{
+	char buf[24];
+
+	snprintf(buf, sizeof(buf), "%" PRId64, v);
+	if (!col_reserve(s, c, strlen(buf)))
+		return;
+	col_sep(c);
+	memcpy(c->buf + c->len, buf, strlen(buf));
+	c->len += strlen(buf);
+}
+
+static void
+col_bool(struct store *s, struct store_col *c, int v)
+{
+	if (!col_reserve(s, c, 1))
+		return;
+	col_sep(c);
+	c->buf[c->len++] = v ? 't' : 'f';
+}
+
+/* The columns of table t, after counting one more row. */
+static struct store_col *
+row(struct store *s, enum store_table t)
+{
+	s->batch_rows[t]++;
+	return s->batch_cols[t];
+}
+
+enum status
+store_batch_begin(struct store *s, char *err, size_t errlen)
+{
+	(void)err;
+	(void)errlen;
+	for (int t = 0; t < STORE_T_COUNT; t++) {
+		s->batch_rows[t] = 0;
+		for (int c = 0; c < STORE_BATCH_MAX_COLS; c++)
+			s->batch_cols[t][c].len = 0;
+	}
+	s->queue_failed = 0;
+	s->in_batch = 1;
+	return STATUS_OK;
+}
+
+void
+store_batch_free(struct store *s)
+{
+	store_committed_clear(s);
+	free(s->committed);
+	s->committed = NULL;
+	s->cap_committed = 0;
+	for (int t = 0; t < STORE_T_COUNT; t++) {
+		for (int c = 0; c < STORE_BATCH_MAX_COLS; c++) {
+			free(s->batch_cols[t][c].buf);
+			s->batch_cols[t][c].buf = NULL;
+			s->batch_cols[t][c].len = 0;
+			s->batch_cols[t][c].cap = 0;
+		}
+	}
+}
+
+int
+store_batch_params(struct store *s, enum store_table t, const char **values)
+{
+	int n_cols = store_batch_statements[t].n_params;
+
+	for (int c = 0; c < n_cols; c++) {
+		struct store_col *col = &s->batch_cols[t][c];
+
+		if (!col_reserve(s, col, 2))
+			return 0;
+		col->buf[col->len] = '}';
+		col->buf[col->len + 1] = '\0';
+		values[c] = col->buf;
+	}
+	return 1;
+}
+
+void
+store_queue_insert_saga(struct store *s, const struct saga_def *def, const struct saga_inst *inst,
+                        const char *idempotency_key, const char *labels_json)
+{
+	struct store_col *c = row(s, STORE_T_INS_SAGA);
+
+	col_text(s, &c[0], inst->id);
+	col_text(s, &c[1], inst->correlation_id);
+	col_text(s, &c[2], def->name);
+	col_int(s, &c[3], def->version);
+	col_text(s, &c[4], saga_state_name(inst->state));
+	col_bytes(s, &c[5], inst->input.data != NULL ? inst->input.data : (const uint8_t *)"",
+	          inst->input.len);
+	col_text(s, &c[6], idempotency_key != NULL ? idempotency_key : "");
+	col_text(s, &c[7], labels_json);
+	col_text(s, &c[8], inst->traceparent);
+	col_int(s, &c[9], inst->seq);
+	col_int(s, &c[10], inst->completions);
+	col_int(s, &c[11], inst->wake_at_ms);
+	col_int(s, &c[12], inst->deadline_at_ms);
+	col_text(s, &c[13], inst->last_error);
+}
+
+void
+store_queue_update_saga(struct store *s, const struct saga_inst *inst, int progressed)
+{
+	struct store_col *c = row(s, STORE_T_UPD_SAGA);
+
+	col_text(s, &c[0], inst->id);
+	col_text(s, &c[1], saga_state_name(inst->state));
+	col_int(s, &c[2], inst->seq);
+	col_int(s, &c[3], inst->completions);
+	col_int(s, &c[4], inst->wake_at_ms);
+	col_int(s, &c[5], inst->deadline_at_ms);
+	col_text(s, &c[6], inst->last_error);
+	col_bool(s, &c[7], progressed);
+}
+
+void
+store_queue_steps(struct store *s, const struct saga_def *def, struct saga_inst *inst)
+{
+	for (int i = 0; i < def->n_steps; i++) {
+		struct step_inst *st = &inst->steps[i];
+		struct store_col *c;
+
+		if (!st->dirty)
+			continue;
+		c = row(s, STORE_T_UPS_STEP);
+		col_text(s, &c[0], inst->id);
+		col_int(s, &c[1], i);
+		col_text(s, &c[2], def->steps[i].name);
+		col_text(s, &c[3], step_state_name(st->state));
+		col_int(s, &c[4], st->attempt);
+		col_int(s, &c[5], st->attempt_base);
+		col_int(s, &c[6], st->comp_attempt);
+		col_int(s, &c[7], st->comp_attempt_base);
+		col_int(s, &c[8], st->wake_at_ms);
+		col_int(s, &c[9], st->completed_order);
+		col_bool(s, &c[10], st->uncertain);
+		/* NULL keeps the stored output: it is written once, when the action succeeds. */
+		col_bytes(s, &c[11], st->output.len > 0 ? st->output.data : NULL, st->output.len);
+		col_text(s, &c[12], st->last_error);
+		st->dirty = false;
+	}
+}
+
+void
+store_queue_transition(struct store *s, const struct saga_def *def, const struct saga_inst *inst,
+                       const struct plan *plan, const char *event_name)
+{
+	struct store_col *c = row(s, STORE_T_INS_TRANSITION);
+
+	col_text(s, &c[0], inst->id);
+	col_int(s, &c[1], plan->seq);
+	col_text(s, &c[2], inst->correlation_id);
+	col_text(s, &c[3], event_name);
+	col_text(s, &c[4], engine_verdict_name(plan->verdict));
+	col_text(s, &c[5],
+	         plan->from_state != 0 ? saga_state_name((enum saga_state)plan->from_state) : "");
+	col_text(s, &c[6], saga_state_name(plan->to_state));
+	col_text(s, &c[7], plan->step >= 0 ? def->steps[plan->step].name : "");
+	col_text(s, &c[8], plan->phase != 0 ? step_phase_name(plan->phase) : "");
+	col_int(s, &c[9], plan->attempt);
+	col_text(s, &c[10], plan->detail);
+}
+
+void
+store_queue_outbox(struct store *s, const char *subject, const char *msg_id,
+                   const char *content_type, const char *saga_id, const char *correlation_id,
+                   const char *step, uint32_t attempt, const char *traceparent,
+                   struct bytes payload)
+{
+	struct store_col *c = row(s, STORE_T_INS_OUTBOX);
+
+	col_text(s, &c[0], subject);
+	col_text(s, &c[1], msg_id);
+	col_text(s, &c[2], content_type);
+	col_text(s, &c[3], saga_id != NULL ? saga_id : "");
+	col_text(s, &c[4], correlation_id != NULL ? correlation_id : "");
+	col_text(s, &c[5], step != NULL ? step : "");
+	col_int(s, &c[6], attempt);
+	col_text(s, &c[7], traceparent != NULL ? traceparent : "");
+	col_bytes(s, &c[8], payload.data != NULL ? payload.data : (const uint8_t *)"", payload.len);
+}
+
+void
+store_queue_dead_letter(struct store *s, const struct store_dead_letter *dl)
+{
+	struct store_col *c = row(s, STORE_T_INS_DEAD_LETTER);
+
+	col_text(s, &c[0], dl->source_subject);
+	col_text(s, &c[1], dl->source_key);
+	col_text(s, &c[2], dl->headers_json);
+	col_bytes(s, &c[3], dl->payload.data != NULL ? dl->payload.data : (const uint8_t *)"",
+	          dl->payload.len);
+	col_text(s, &c[4], dl->reason);
+	col_text(s, &c[5], dl->error_class);
+	col_text(s, &c[6], dl->saga_id != NULL ? dl->saga_id : "");
+	col_text(s, &c[7], dl->correlation_id != NULL ? dl->correlation_id : "");
+	col_text(s, &c[8], dl->step != NULL ? dl->step : "");
+}
+
+/* Hold a committed outbox result for store_outbox_committed; 0 when out of memory. */
+static int
+keep_committed(struct store *s, PGresult *res)
+{
+	if (s->n_committed == s->cap_committed) {
+		int cap = s->cap_committed > 0 ? 2 * s->cap_committed : 8;
+		PGresult **grown = realloc(s->committed, (size_t)cap * sizeof(*grown));
+
+		if (grown == NULL)
+			return 0;
+		s->committed = grown;
+		s->cap_committed = cap;
+	}
+	s->committed[s->n_committed++] = res;
+	return 1;
+}
+
+void
+store_keep_committed_outbox(struct store *s, int keep)
+{
+	s->keep_outbox = keep;
+	if (!keep)
+		store_committed_clear(s);
+}
+
+void
+store_committed_clear(struct store *s)
+{
+	for (int i = 0; i < s->n_committed; i++)
+		PQclear(s->committed[i]);
+	s->n_committed = 0;
+}
+
+enum status
+store_outbox_committed(struct store *s, struct store_outbox_row **rows, int *n_rows)
+{
+	struct store_outbox_row *out;
+	int total = 0, n = 0;
+
+	*rows = NULL;
+	*n_rows = 0;
+	for (int i = 0; i < s->n_committed; i++)
+		total += PQntuples(s->committed[i]);
+	if (total == 0)
+		return STATUS_OK;
+	out = calloc((size_t)total, sizeof(*out));
+	if (out == NULL)
+		return STATUS_NOMEM;
+	for (int i = 0; i < s->n_committed; i++)
+		store_outbox_rows(s->committed[i], out, &n);
+	*rows = out;
+	*n_rows = n;
+	return STATUS_OK;
+}
+
+void
+store_outbox_committed_done(struct store *s)
+{
+	store_committed_clear(s);
+}
+
+/* Send each table's rows, the COMMIT and a sync; read every result; report the first failure. */
+enum status
+store_commit(struct store *s, char *err, size_t errlen)
+{
+	const char *values[STORE_BATCH_MAX_COLS];
+	PGresult *res;
+	PGresult *outbox = NULL;
+	enum status st = STATUS_OK;
+	int sent = 0, outbox_query = -1, results = 0;
+
+	if (!s->in_batch)
+		return store_exec(s, "COMMIT", err, errlen);
+	if (s->queue_failed) {
+		snprintf(err, errlen, "%s", s->queue_err);
+		store_rollback(s);
+		return STATUS_NOMEM;
+	}
+	if (PQenterPipelineMode(s->conn) != 1) {
+		store_set_err(err, errlen, "entering pipeline mode", PQerrorMessage(s->conn));
+		store_rollback(s);
+		return STATUS_DB_RETRY;
+	}
+	s->in_pipeline = 1;
+	for (int t = 0; t < STORE_T_COUNT; t++) {
+		const struct store_batch_statement *stmt = &store_batch_statements[t];
+
+		if (s->batch_rows[t] == 0)
+			continue;
+		if (!store_batch_params(s, t, values)) {
+			snprintf(err, errlen, "%s", s->queue_err);
+			store_rollback(s);
+			return STATUS_NOMEM;
+		}
+		/* Outbox rows come back in binary: text as raw bytes, the payload as it is. */
+		if (PQsendQueryPrepared(s->conn, stmt->name, stmt->n_params, values, NULL, NULL,
+		                        t == STORE_T_INS_OUTBOX) != 1) {
+			store_set_err(err, errlen, stmt->name, PQerrorMessage(s->conn));
+			store_rollback(s);
+			return STATUS_DB_RETRY;
+		}
+		if (t == STORE_T_INS_OUTBOX)
+			outbox_query = sent;
+		sent++;
+	}
+	if (PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
+	    PQpipelineSync(s->conn) != 1) {
+		store_set_err(err, errlen, "COMMIT", PQerrorMessage(s->conn));
+		store_rollback(s);
+		return STATUS_DB_RETRY;
+	}
+	/* One result (then NULL) per statement, the COMMIT's, then the sync. */
+	for (;;) {
+		res = PQgetResult(s->conn);
+		if (res == NULL) {
+			if (PQstatus(s->conn) == CONNECTION_BAD) {
+				store_set_err(err, errlen, "COMMIT", PQerrorMessage(s->conn));
+				st = STATUS_DB_RETRY;
+				break;
+			}
+			continue;
+		}
+		if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+			PQclear(res);
+			break;
+		}
+		if (PQresultStatus(res) != PGRES_COMMAND_OK &&
+		    PQresultStatus(res) != PGRES_TUPLES_OK && st == STATUS_OK) {
+			st = PQresultStatus(res) == PGRES_PIPELINE_ABORTED
+			             ? STATUS_DB
+			             : store_status_from_result(res, s->conn);
+			store_set_err(err, errlen, "batch write", PQresultErrorMessage(res));
+		}
+		if (results++ == outbox_query && s->keep_outbox &&
+		    PQresultStatus(res) == PGRES_TUPLES_OK)
+			outbox = res;
+		else
+			PQclear(res);
+	}
+	PQexitPipelineMode(s->conn);
+	s->in_pipeline = 0;
+	s->in_batch = 0;
+	if (st != STATUS_OK) {
+		/* The server aborted the transaction; make sure it is gone. */
+		res = PQexec(s->conn, "ROLLBACK");
+		PQclear(res);
+		PQclear(outbox);
+		return st;
+	}
+	if (outbox != NULL && !keep_committed(s, outbox))
+		PQclear(outbox); /* out of memory: the sweep publishes these rows */
+	return st;
+}

@@ -1,0 +1,275 @@
+/* Integration tests of the store's batched writes: what is queued is what PostgreSQL holds. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "store.h"
+
+static char schema[96];
+static struct store *db;
+static struct saga_def def;
+
+static void
+setup(void)
+{
+	char err[512];
+	char env_schema[160];
+	char out[8192];
+	const char *argv[] = {harness_bin("SAGAD_BIN"), "migrate", NULL};
+	const char *env[] = {env_schema, NULL};
+
+	harness_unique_name(schema, sizeof(schema), "t_batch");
+	snprintf(env_schema, sizeof(env_schema), "SAGAD_DB_SCHEMA=%s", schema);
+	cr_assert_eq(harness_run(argv, env, out, sizeof(out), 60000), 0, "migrate: %s", out);
+	harness_sql(schema, "INSERT INTO saga_definition (name, version, body, body_hash)"
+	                    " VALUES ('batch', 1, '\\x00', 'h')");
+	cr_assert_eq(store_connect(&db, harness_database_url(), schema, 10000, 0, "test_batch", err,
+	                           sizeof(err)),
+	             STATUS_OK, "%s", err);
+	memset(&def, 0, sizeof(def));
+	snprintf(def.name, sizeof(def.name), "batch");
+	def.version = 1;
+	def.n_steps = 3;
+	snprintf(def.steps[0].name, sizeof(def.steps[0].name), "reserve");
+	snprintf(def.steps[1].name, sizeof(def.steps[1].name), "charge");
+	snprintf(def.steps[2].name, sizeof(def.steps[2].name), "ship");
+}
+
+static void
+teardown(void)
+{
+	store_close(db);
+	db = NULL;
+}
+
+TestSuite(store_batch, .init = setup, .fini = teardown);
+
+static void
+new_inst(struct saga_inst *inst, int n)
+{
+	memset(inst, 0, sizeof(*inst));
+	snprintf(inst->id, sizeof(inst->id), "00000000-0000-4000-8000-%012d", n);
+	snprintf(inst->correlation_id, sizeof(inst->correlation_id), "corr-%d", n);
+	inst->state = SAGA_RUNNING;
+	inst->seq = 1;
+	for (int i = 0; i < def.n_steps; i++)
+		inst->steps[i].dirty = true;
+}
+
+static void
+begin_batch(void)
+{
+	char err[512];
+	int64_t now_ms = 0;
+
+	cr_assert_eq(store_begin(db, &now_ms, err, sizeof(err)), STATUS_OK, "%s", err);
+	cr_assert_gt(now_ms, 0);
+	cr_assert_eq(store_batch_begin(db, err, sizeof(err)), STATUS_OK, "%s", err);
+}
+
+Test(store_batch, hostile_text_and_every_byte_value_round_trip)
+{
+	static const char *const texts[] = {
+	        "quote \" backslash \\ comma , braces {} ",
+	        "NULL",
+	        "\"NULL\"",
+	        " leading and trailing ",
+	        "line\nbreak\ttab\rcr",
+	        "ünïcödé ✓",
+	};
+	uint8_t bytes[256];
+	struct saga_inst inst;
+	struct plan plan;
+	struct store_dead_letter dl;
+	char err[512];
+	char hex[600];
+
+	for (int i = 0; i < 256; i++)
+		bytes[i] = (uint8_t)i;
+	for (int i = 0; i < 256; i++)
+		snprintf(hex + 2 * i, 3, "%02x", i);
+	begin_batch();
+	new_inst(&inst, 1);
+	snprintf(inst.correlation_id, sizeof(inst.correlation_id), "%s", texts[0]);
+	snprintf(inst.last_error, sizeof(inst.last_error), "%s", texts[1]);
+	inst.input.data = bytes;
+	inst.input.len = sizeof(bytes);
+	inst.wake_at_ms = 1700000000123;
+	store_queue_insert_saga(db, &def, &inst, "key \"1\"", "{\"k\": \"v \\\"q\\\" \\\\ ,{}\"}");
+	snprintf(inst.steps[0].last_error, sizeof(inst.steps[0].last_error), "%s", texts[2]);
+	inst.steps[1].output.data = bytes;
+	inst.steps[1].output.len = sizeof(bytes);
+	store_queue_steps(db, &def, &inst);
+	for (int t = 0; t < (int)(sizeof(texts) / sizeof(texts[0])); t++) {
+		memset(&plan, 0, sizeof(plan));
+		plan.seq = t + 1;
+		plan.to_state = SAGA_RUNNING;
+		plan.step = t % 3;
+		plan.phase = PHASE_ACTION;
+		plan.attempt = (uint32_t)t;
+		snprintf(plan.detail, sizeof(plan.detail), "%s", texts[t]);
+		store_queue_transition(db, &def, &inst, &plan, "reply");
+	}
+	store_queue_outbox(db, "saga.cmd.stock.reserve", "m-1", "saga.v1.StepCommand", inst.id,
+	                   texts[4], "reserve", 2, "", (struct bytes){bytes, sizeof(bytes)});
+	memset(&dl, 0, sizeof(dl));
+	dl.source_subject = "saga.reply.x";
+	dl.source_key = "REPLY:1";
+	dl.headers_json = "{\"h\": \"a\\\\b\\\"c\"}";
+	dl.payload = (struct bytes){bytes, sizeof(bytes)};
+	dl.reason = texts[5];
+	dl.error_class = "malformed";
+	store_queue_dead_letter(db, &dl);
+	cr_assert_eq(store_commit(db, err, sizeof(err)), STATUS_OK, "%s", err);
+
+	cr_assert_str_eq(harness_sql(schema, "SELECT correlation_id FROM saga_instance"), texts[0]);
+	cr_assert_str_eq(harness_sql(schema, "SELECT last_error FROM saga_instance"), texts[1]);
+	cr_assert_str_eq(harness_sql(schema, "SELECT encode(input, 'hex') FROM saga_instance"),
+	                 hex);
+	cr_assert_str_eq(harness_sql(schema, "SELECT idempotency_key FROM saga_instance"),
+	                 "key \"1\"");
+	cr_assert_str_eq(harness_sql(schema, "SELECT labels->>'k' FROM saga_instance"),
+	                 "v \"q\" \\ ,{}");
+	cr_assert_str_eq(harness_sql(schema, "SELECT (extract(epoch FROM wake_at) * 1000)::bigint"
+	                                     " FROM saga_instance"),
+	                 "1700000000123");
+	cr_assert_str_eq(harness_sql(schema, "SELECT deadline_at IS NULL FROM saga_instance"), "t");
+	cr_assert_str_eq(harness_sql(schema, "SELECT count(*) FROM saga_step"), "3");
+	cr_assert_str_eq(
+	        harness_sql(schema, "SELECT last_error FROM saga_step WHERE step_index = 0"),
+	        texts[2]);
+	cr_assert_str_eq(harness_sql(schema, "SELECT last_error IS NULL FROM saga_step"
+	                                     " WHERE step_index = 1"),
+	                 "t");
+	cr_assert_str_eq(harness_sql(schema, "SELECT encode(output, 'hex') FROM saga_step"
+	                                     " WHERE step_index = 1"),
+	                 hex);
+	cr_assert_str_eq(harness_sql(schema, "SELECT output IS NULL FROM saga_step"
+	                                     " WHERE step_index = 0"),
+	                 "t");
+	for (int t = 0; t < (int)(sizeof(texts) / sizeof(texts[0])); t++) {
+		char sql[128];
+
+		snprintf(sql, sizeof(sql), "SELECT detail FROM saga_transition WHERE seq = %d",
+		         t + 1);
+		cr_assert_str_eq(harness_sql(schema, sql), texts[t], "transition %d", t + 1);
+	}
+	cr_assert_str_eq(harness_sql(schema, "SELECT attempt IS NULL FROM saga_transition"
+	                                     " WHERE seq = 1"),
+	                 "t");
+	cr_assert_str_eq(harness_sql(schema, "SELECT correlation_id FROM saga_outbox"), texts[4]);
+	cr_assert_str_eq(harness_sql(schema, "SELECT encode(payload, 'hex') FROM saga_outbox"),
+	                 hex);
+	cr_assert_str_eq(harness_sql(schema, "SELECT traceparent IS NULL FROM saga_outbox"), "t");
+	cr_assert_str_eq(harness_sql(schema, "SELECT headers->>'h' FROM saga_dead_letter"),
+	                 "a\\b\"c");
+	cr_assert_str_eq(harness_sql(schema, "SELECT reason FROM saga_dead_letter"), texts[5]);
+	cr_assert_str_eq(harness_sql(schema, "SELECT encode(payload, 'hex') FROM saga_dead_letter"),
+	                 hex);
+	cr_assert_str_eq(harness_sql(schema, "SELECT step IS NULL AND saga_id IS NULL"
+	                                     " FROM saga_dead_letter WHERE source_key = 'REPLY:1'"),
+	                 "t");
+}
+
+Test(store_batch, many_rows_per_table_then_an_update_batch)
+{
+	enum { N = 700 };
+	static struct saga_inst inst[N];
+	uint8_t out[3] = {1, 2, 3};
+	char err[512];
+
+	begin_batch();
+	for (int i = 0; i < N; i++) {
+		struct plan plan;
+
+		new_inst(&inst[i], i);
+		store_queue_insert_saga(db, &def, &inst[i], NULL, NULL);
+		store_queue_steps(db, &def, &inst[i]);
+		memset(&plan, 0, sizeof(plan));
+		plan.seq = 1;
+		plan.to_state = SAGA_RUNNING;
+		plan.step = -1;
+		store_queue_transition(db, &def, &inst[i], &plan, "start");
+	}
+	cr_assert_eq(store_commit(db, err, sizeof(err)), STATUS_OK, "%s", err);
+	cr_assert_str_eq(harness_sql(schema, "SELECT count(*) FROM saga_instance"), "700");
+	cr_assert_str_eq(harness_sql(schema, "SELECT count(*) FROM saga_step"), "2100");
+	cr_assert_str_eq(harness_sql(schema, "SELECT count(*) FROM saga_transition"), "700");
+	cr_assert_str_eq(harness_sql(schema, "SELECT count(*) FROM saga_instance"
+	                                     " WHERE idempotency_key IS NULL AND labels = '{}'"),
+	                 "700");
+
+	/* Second batch: step 0 succeeds with an output, then the output-less update keeps it. */
+	begin_batch();
+	for (int i = 0; i < N; i++) {
+		inst[i].seq = 2;
+		inst[i].completions = 1;
+		inst[i].steps[0].state = STEP_SUCCEEDED;
+		inst[i].steps[0].attempt = 1;
+		inst[i].steps[0].completed_order = 1;
+		inst[i].steps[0].output.data = out;
+		inst[i].steps[0].output.len = sizeof(out);
+		inst[i].steps[0].dirty = true;
+		store_queue_update_saga(db, &inst[i], 1);
+		store_queue_steps(db, &def, &inst[i]);
+	}
+	cr_assert_eq(store_commit(db, err, sizeof(err)), STATUS_OK, "%s", err);
+	begin_batch();
+	for (int i = 0; i < N; i++) {
+		inst[i].seq = 3;
+		inst[i].state = i % 2 == 0 ? SAGA_COMPLETED : SAGA_RUNNING;
+		inst[i].steps[0].output.len = 0;
+		inst[i].steps[0].output.data = NULL;
+		inst[i].steps[0].dirty = true;
+		store_queue_update_saga(db, &inst[i], 0);
+		store_queue_steps(db, &def, &inst[i]);
+	}
+	cr_assert_eq(store_commit(db, err, sizeof(err)), STATUS_OK, "%s", err);
+	cr_assert_str_eq(harness_sql(schema,
+	                             "SELECT count(*) FROM saga_step WHERE step_index = 0"
+	                             " AND state = 'succeeded' AND output = '\\x010203'"
+	                             " AND completed_at IS NOT NULL AND started_at IS NOT NULL"),
+	                 "700");
+	cr_assert_str_eq(harness_sql(schema, "SELECT count(*) FROM saga_instance WHERE seq = 3"),
+	                 "700");
+	cr_assert_str_eq(harness_sql(schema, "SELECT count(*) FROM saga_instance"
+	                                     " WHERE ended_at IS NOT NULL"),
+	                 "350");
+	cr_assert_str_eq(harness_sql(schema, "SELECT count(*) FROM saga_instance"
+	                                     " WHERE state = 'completed'"),
+	                 "350");
+}
+
+Test(store_batch, a_failing_row_rolls_the_whole_batch_back)
+{
+	struct saga_inst inst;
+	struct plan plan;
+	char err[512];
+
+	begin_batch();
+	new_inst(&inst, 7);
+	store_queue_insert_saga(db, &def, &inst, NULL, NULL);
+	store_queue_steps(db, &def, &inst);
+	memset(&plan, 0, sizeof(plan));
+	plan.seq = 1;
+	plan.to_state = SAGA_RUNNING;
+	plan.step = -1;
+	/* The same transition twice: its primary key fails the batch. */
+	store_queue_transition(db, &def, &inst, &plan, "start");
+	store_queue_transition(db, &def, &inst, &plan, "start");
+	cr_assert_neq(store_commit(db, err, sizeof(err)), STATUS_OK);
+	cr_assert(strstr(err, "saga_transition") != NULL || strstr(err, "duplicate") != NULL, "%s",
+	          err);
+	cr_assert_str_eq(harness_sql(schema, "SELECT count(*) FROM saga_instance"), "0");
+	cr_assert_str_eq(harness_sql(schema, "SELECT count(*) FROM saga_step"), "0");
+
+	/* The connection is usable again, and nothing of the failed batch leaks into the next. */
+	begin_batch();
+	new_inst(&inst, 8);
+	store_queue_insert_saga(db, &def, &inst, NULL, NULL);
+	cr_assert_eq(store_commit(db, err, sizeof(err)), STATUS_OK, "%s", err);
+	cr_assert_str_eq(harness_sql(schema, "SELECT count(*) FROM saga_instance"), "1");
+	cr_assert_str_eq(harness_sql(schema, "SELECT count(*) FROM saga_transition"), "0");
+}
