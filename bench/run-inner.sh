@@ -56,6 +56,10 @@ mkdir -p "$logs"
 pg_pid=$(head -n 1 "$SAGAD_TEST_PG_DATA/postmaster.pid")
 nats_pid=$SAGAD_TEST_NATS_PID
 t_start=$SECONDS
+# Throughput is measured here, not permissions (tests/integration/test_security.c does that):
+# every process uses the NATS admin user, so saga-bench may set up and watch any subject, and a
+# --compare baseline from before the per-user inboxes runs unchanged.
+export SAGAD_NATS_URL=${SAGAD_NATS_URL_ADMIN:-$SAGAD_NATS_URL}
 
 say() { printf '\n== [%4ds] %s\n' "$((SECONDS - t_start))" "$*"; }
 json_get() { python3 -c 'import json,sys

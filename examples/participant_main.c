@@ -53,6 +53,7 @@ struct settings {
 	const char *name;              /* participant name in replies */
 	const char *database_url;      /* PostgreSQL */
 	const char *nats_url;          /* NATS */
+	const char *nats_inbox_prefix; /* reply inboxes; NULL = derived from the URL's user */
 	const char *db_schema;         /* schema of the ledger and effects tables */
 	const char *subject_prefix;    /* subject prefix */
 	const char *stream_prefix;     /* stream prefix */
@@ -89,6 +90,9 @@ static const struct setting_def {
          "postgresql://127.0.0.1:5432/sagad", 0, 0, "PostgreSQL connection (URL or key=value)"},
         {"nats_url", "SAGAD_NATS_URL", SET_TEXT, offsetof(struct settings, nats_url),
          "nats://127.0.0.1:4222", 0, 0, "NATS server URL(s)"},
+        {"nats_inbox_prefix", "SAGAD_NATS_INBOX_PREFIX", SET_TEXT,
+         offsetof(struct settings, nats_inbox_prefix), NULL, 0, 0,
+         "reply inbox prefix (default: _INBOX_<user> when nats_url has user:password@)"},
         {"db_schema", "SAGAD_DB_SCHEMA", SET_TEXT, offsetof(struct settings, db_schema), NULL, 0, 0,
          "schema of participant_ledger and participant_effects (created if missing)"},
         {"subject_prefix", "SAGAD_SUBJECT_PREFIX", SET_TEXT,
@@ -441,6 +445,7 @@ open_subject(struct participant **out, const struct settings *s, const struct se
 
 	participant_config_init(&cfg);
 	cfg.nats_url = s->nats_url;
+	cfg.inbox_prefix = s->nats_inbox_prefix;
 	cfg.database_url = s->database_url;
 	cfg.db_schema = s->db_schema;
 	cfg.subject_prefix = s->subject_prefix;

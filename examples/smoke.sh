@@ -16,6 +16,10 @@ fi
 
 # --- inside services.sh: SAGAD_DATABASE_URL, SAGAD_NATS_URL, SAGAD_RUN_DIR are set -------------
 export SAGAD_DB_SCHEMA=smoke
+# saga-send-command plays sagad and the checks look at every stream: the admin NATS user;
+# the participant runs as its own (docs/security.md).
+stock_nats=${SAGAD_NATS_URL_STOCK:-$SAGAD_NATS_URL}
+export SAGAD_NATS_URL=${SAGAD_NATS_URL_ADMIN:-$SAGAD_NATS_URL}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 sagad=$build/orchestrator/sagad
@@ -36,7 +40,7 @@ field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read())[sys.ar
 start_participant() {  # start_participant [ARGS...]: stock service, log appended to $log
   local n
   n=$(grep -c '"msg":"ready"' "$log" 2>/dev/null || true)
-  "$participant" --service stock --name smoke-stock "$@" 2>>"$log" &
+  SAGAD_NATS_URL=$stock_nats "$participant" --service stock --name smoke-stock "$@" 2>>"$log" &
   pid=$!
   for _ in $(seq 100); do
     [ "$(grep -c '"msg":"ready"' "$log" 2>/dev/null || true)" -gt "${n:-0}" ] && return 0

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -17,7 +18,9 @@ struct bus {
 	jsCtx *js;                /* JetStream context on nc */
 	int publish_failed;       /* async publishes nats.c reported failed (its thread) */
 	char publish_err[256];    /* text of the last failure */
-	pthread_mutex_t lock;     /* guards publish_failed / publish_err */
+	time_t async_err_at;      /* when an asynchronous error was last logged */
+	int async_err_quiet;      /* asynchronous errors not logged since then */
+	pthread_mutex_t lock;     /* guards publish_failed, publish_err, async_err_* */
 };
 
 struct bus_sub {
@@ -90,18 +93,62 @@ on_publish_error(jsCtx *js, jsPubAckErr *pae, void *closure)
 	pthread_mutex_unlock(&b->lock);
 }
 
+/*
+ * nats.c calls this on its own thread for errors no call returns: above all a
+ * permission violation (the server refused a publish or subscription and
+ * dropped it), and slow consumers. At most one line a second, with a count of
+ * the ones left out, so a refused subject polled in a loop cannot flood the log.
+ */
+static void
+on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+	struct bus *b = closure;
+	const char *text = NULL;
+	time_t now = time(NULL);
+	int quiet = -1;
+
+	(void)sub;
+	pthread_mutex_lock(&b->lock);
+	if (now != b->async_err_at) {
+		quiet = b->async_err_quiet;
+		b->async_err_at = now;
+		b->async_err_quiet = 0;
+	} else {
+		b->async_err_quiet++;
+	}
+	pthread_mutex_unlock(&b->lock);
+	if (quiet < 0)
+		return;
+	if (natsConnection_GetLastError(nc, &text) == NATS_OK || text == NULL || text[0] == '\0')
+		text = natsStatus_GetText(err);
+	if (err == NATS_NOT_PERMITTED)
+		log_error("NATS refused an operation: %s (this user lacks the permission; see "
+		          "docs/security.md)%s",
+		          text, quiet > 0 ? " (and earlier errors not logged)" : "");
+	else
+		log_warn("NATS asynchronous error: %s%s", text,
+		         quiet > 0 ? " (and earlier errors not logged)" : "");
+}
+
 enum status
 bus_connect(struct bus **out, const struct config *cfg, char *err, size_t errlen)
 {
 	natsOptions *opts = NULL;
 	natsConnection *nc = NULL;
 	jsCtx *js = NULL;
-	struct bus *b = NULL;
+	struct bus *b = calloc(1, sizeof(*b));
 	natsStatus s;
 	enum status st = STATUS_OK;
 	char target[512];
+	char inbox[160];
 
+	if (b == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return STATUS_NOMEM;
+	}
+	pthread_mutex_init(&b->lock, NULL);
 	config_redact_url(cfg->nats_url, target, sizeof(target));
+	config_nats_inbox_prefix(cfg->nats_url, cfg->nats_inbox_prefix, inbox, sizeof(inbox));
 	s = natsOptions_Create(&opts);
 	if (s == NATS_OK)
 		s = set_urls(opts, cfg->nats_url);
@@ -115,10 +162,15 @@ bus_connect(struct bus **out, const struct config *cfg, char *err, size_t errlen
 		s = natsOptions_SetReconnectWait(opts, 250);
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectBufSize(opts, 64 * 1024 * 1024);
+	/* Replies to our requests and fetches come to inboxes only this user may read. */
+	if (s == NATS_OK)
+		s = natsOptions_SetCustomInboxPrefix(opts, inbox);
+	if (s == NATS_OK)
+		s = natsOptions_SetErrorHandler(opts, on_async_error, b);
 	if (s != NATS_OK) {
 		char what[600];
 
-		snprintf(what, sizeof(what), "nats_url %s", target);
+		snprintf(what, sizeof(what), "nats_url %s (inbox prefix %s)", target, inbox);
 		set_nats_err(err, errlen, what, s, 0);
 		st = STATUS_CONFIG;
 		goto cleanup;
@@ -132,13 +184,6 @@ bus_connect(struct bus **out, const struct config *cfg, char *err, size_t errlen
 		st = s == NATS_NO_SERVER || s == NATS_TIMEOUT ? STATUS_UNAVAILABLE : STATUS_NATS;
 		goto cleanup;
 	}
-	b = calloc(1, sizeof(*b));
-	if (b == NULL) {
-		snprintf(err, errlen, "out of memory");
-		st = STATUS_NOMEM;
-		goto cleanup;
-	}
-	pthread_mutex_init(&b->lock, NULL);
 	{
 		jsOptions jo;
 
@@ -151,21 +196,24 @@ bus_connect(struct bus **out, const struct config *cfg, char *err, size_t errlen
 	if (s != NATS_OK) {
 		set_nats_err(err, errlen, "JetStream context", s, 0);
 		st = STATUS_NATS;
-		pthread_mutex_destroy(&b->lock);
-		free(b);
-		b = NULL;
 		goto cleanup;
 	}
 	b->cfg = cfg;
 	b->nc = nc;
 	b->js = js;
 	*out = b;
+	b = NULL;
 	nc = NULL;
 	js = NULL;
 cleanup:
 	jsCtx_Destroy(js);
+	/* Closed and destroyed before b is freed: no callback can reach it afterwards. */
 	natsConnection_Destroy(nc);
 	natsOptions_Destroy(opts);
+	if (b != NULL) {
+		pthread_mutex_destroy(&b->lock);
+		free(b);
+	}
 	return st;
 }
 

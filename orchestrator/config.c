@@ -86,6 +86,13 @@ valid_nonempty(const char *s)
 	return s[0] != '\0';
 }
 
+/* Empty (derived from the URL's user), or a subject prefix like "_INBOX_sagad". */
+static bool
+valid_inbox_prefix(const char *s)
+{
+	return s[0] == '\0' || valid_subject_prefix(s);
+}
+
 #define F(field) offsetof(struct config, field)
 
 static const struct setting settings[] = {
@@ -96,6 +103,10 @@ static const struct setting settings[] = {
          "SAGAD_DB_SCHEMA", "schema for sagad's tables (created by migrate); empty = search_path"},
         {"nats_url", SETTING_SECRET, F(nats_url), "nats://127.0.0.1:4222", 0, 0, NULL,
          valid_nonempty, false, "SAGAD_NATS_URL", "NATS server URL(s), comma-separated"},
+        {"nats_inbox_prefix", SETTING_STRING, F(nats_inbox_prefix), "", 0, 0, NULL,
+         valid_inbox_prefix, false, "SAGAD_NATS_INBOX_PREFIX",
+         "prefix of reply inboxes; empty = _INBOX_<user> when nats_url has user:password@, "
+         "else _INBOX (grant the user subscribe on <prefix>.>)"},
         {"nats_name", SETTING_STRING, F(nats_name), "sagad", 0, 0, NULL, valid_nonempty, false,
          "SAGAD_NATS_NAME", "connection name shown by the NATS server"},
         {"subject_prefix", SETTING_STRING, F(subject_prefix), "saga", 0, 0, NULL,
@@ -510,23 +521,47 @@ config_print_help(FILE *out)
 	}
 }
 
+/* True when p starts right after a "scheme://" of url. */
+static bool
+after_scheme(const char *url, const char *p)
+{
+	return p - url >= 3 && strncmp(p - 3, "://", 3) == 0;
+}
+
+/* True when the scheme ending at p ("...://" + p) is a NATS one, where a lone user is a token. */
+static bool
+nats_scheme(const char *url, const char *p)
+{
+	const char *s = p - 3;
+
+	while (s > url && s[-1] != ',' && s[-1] != ' ')
+		s--;
+	return strncmp(s, "nats://", 7) == 0 || strncmp(s, "tls://", 6) == 0 ||
+	       strncmp(s, "ws://", 5) == 0 || strncmp(s, "wss://", 6) == 0;
+}
+
 void
 config_redact_url(const char *url, char *out, size_t outlen)
 {
-	const char *scheme = strstr(url, "://");
 	size_t o = 0;
 
 	if (outlen == 0)
 		return;
 	for (const char *p = url; *p != '\0' && o + 1 < outlen;) {
-		/* user:password@ right after the scheme */
-		if (scheme != NULL && p == scheme + 3) {
-			const char *at = strpbrk(p, "@/?");
+		/* user:password@ right after each scheme (a NATS URL list has several) */
+		if (after_scheme(url, p)) {
+			const char *at = strpbrk(p, "@/?,");
 			const char *colon = strchr(p, ':');
 
 			if (at != NULL && *at == '@' && colon != NULL && colon < at) {
 				o += (size_t)snprintf(out + o, outlen - o, "%.*s:***@",
 				                      (int)(colon - p), p);
+				p = at + 1;
+				continue;
+			}
+			/* nats://TOKEN@host: the lone user is a secret token */
+			if (at != NULL && *at == '@' && nats_scheme(url, p)) {
+				o += (size_t)snprintf(out + o, outlen - o, "***@");
 				p = at + 1;
 				continue;
 			}
@@ -545,4 +580,31 @@ config_redact_url(const char *url, char *out, size_t outlen)
 	if (o >= outlen)
 		o = outlen - 1;
 	out[o] = '\0';
+}
+
+void
+config_nats_inbox_prefix(const char *nats_url, const char *setting, char *out, size_t outlen)
+{
+	if (setting != NULL && setting[0] != '\0') {
+		snprintf(out, outlen, "%s", setting);
+		return;
+	}
+	snprintf(out, outlen, "_INBOX");
+	/* The first URL of the list that names a user (nats.c uses each URL's own credentials). */
+	for (const char *user = strstr(nats_url, "://"); user != NULL; user = strstr(user, "://")) {
+		const char *at, *colon;
+		char name[65];
+
+		user += 3;
+		at = strpbrk(user, "@/?,");
+		colon = strchr(user, ':');
+		/* Only user:password@ names a user; a lone user@ is a token, never put in a subject. */
+		if (at == NULL || *at != '@' || colon == NULL || colon > at ||
+		    (size_t)(colon - user) >= sizeof(name))
+			continue;
+		snprintf(name, sizeof(name), "%.*s", (int)(colon - user), user);
+		if (config_valid_token(name))
+			snprintf(out, outlen, "_INBOX_%s", name);
+		return;
+	}
 }

@@ -25,6 +25,7 @@ struct config {
 	char *db_schema;          /* schema holding sagad's tables; empty = the DSN's search_path */
 	char *nats_url;           /* NATS server URL(s), comma-separated */
 	char *nats_name;          /* connection name shown by the NATS server */
+	char *nats_inbox_prefix;  /* reply inboxes; empty = _INBOX_<user> */
 	char *subject_prefix;     /* first token(s) of every subject ("saga") */
 	char *stream_prefix;      /* prefix of every JetStream stream name ("SAGA") */
 	int64_t stream_replicas;  /* replicas of every stream (1 on a single server) */
@@ -109,6 +110,16 @@ enum status config_parse_bytes(const char *text, int64_t *out) MUSTCHECK;
  * by "***" (user names and hosts stay, for diagnosis).
  */
 void config_redact_url(const char *url, char *out, size_t outlen);
+
+/*
+ * The reply-inbox prefix a NATS client should use: setting when not empty;
+ * else "_INBOX_<user>" for the first URL of nats_url that carries
+ * user:password@, when the user is a token ([A-Za-z0-9_-]{1,64}); else
+ * "_INBOX". A per-user prefix lets the server grant each user subscribe on
+ * its own inboxes only (docs/security.md). A lone "user@" is a NATS token:
+ * it never ends up in a subject.
+ */
+void config_nats_inbox_prefix(const char *nats_url, const char *setting, char *out, size_t outlen);
 
 /* True when s is a valid identifier token: [A-Za-z0-9_-]{1,64}. */
 bool config_valid_token(const char *s);

@@ -56,6 +56,7 @@ struct participant {
 	bool tomb_configured;                /* action_subject or action_durable was given */
 	bool tomb_warned;                    /* the "no action configured" warning was logged */
 	char name[SAGA_CORRELATION_MAX + 1]; /* StepReply.participant */
+	char inbox_prefix[PREFIX_MAX + 1];   /* reply inboxes: <inbox_prefix>.> */
 	char *search_path_sql;               /* "SET search_path TO ..." or NULL */
 	int batch;                           /* commands per fetch */
 	int64_t ack_wait_ms;                 /* consumer ack wait */
@@ -71,7 +72,9 @@ struct participant {
 	natsConnection *nc;                  /* NATS connection */
 	jsCtx *js;             /* JetStream context (publish error handler: on_publish_error) */
 	natsSubscription *sub; /* pull subscription on the durable consumer */
-	pthread_mutex_t mu;    /* guards collecting and slots[].publish_failed */
+	time_t async_err_at;   /* when an asynchronous NATS error was last logged */
+	int async_err_quiet;   /* asynchronous NATS errors not logged since then */
+	pthread_mutex_t mu;    /* guards collecting, slots[].publish_failed, async_err_* */
 	bool mu_ready;         /* mu was initialised */
 	bool collecting;       /* a batch's replies are in flight */
 	struct slot *slots;    /* batch entries */
@@ -434,6 +437,17 @@ apply_config(struct participant *p, const struct participant_config *cfg, char *
 		copy_to(p->name, sizeof(p->name), p->durable);
 	}
 
+	if (cfg->inbox_prefix != NULL && cfg->inbox_prefix[0] != '\0' &&
+	    (!saga_valid_subject(cfg->inbox_prefix) || strlen(cfg->inbox_prefix) > PREFIX_MAX)) {
+		snprintf(err, errlen,
+		         "inbox_prefix: use dot-separated tokens of [A-Za-z0-9_-], at most %d "
+		         "characters",
+		         PREFIX_MAX);
+		return STATUS_CONFIG;
+	}
+	config_nats_inbox_prefix(cfg->nats_url, cfg->inbox_prefix, p->inbox_prefix,
+	                         sizeof(p->inbox_prefix));
+
 	if (cfg->db_schema != NULL && strlen(cfg->db_schema) > 63) {
 		snprintf(err, errlen, "db_schema: at most 63 characters (PostgreSQL's limit)");
 		return STATUS_CONFIG;
@@ -629,6 +643,42 @@ on_publish_error(jsCtx *js, jsPubAckErr *pae, void *closure)
 	mark_publish_failed(p, id, why);
 }
 
+/*
+ * nats.c calls this on its own thread for errors no call returns: above all a
+ * permission violation (the server refused a publish or subscription). At most
+ * one line a second, so a refused subject polled in a loop cannot flood the log.
+ */
+static void
+on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+	struct participant *p = closure;
+	const char *text = NULL;
+	time_t now = time(NULL);
+	int quiet = -1;
+
+	(void)sub;
+	pthread_mutex_lock(&p->mu);
+	if (now != p->async_err_at) {
+		quiet = p->async_err_quiet;
+		p->async_err_at = now;
+		p->async_err_quiet = 0;
+	} else {
+		p->async_err_quiet++;
+	}
+	pthread_mutex_unlock(&p->mu);
+	if (quiet < 0)
+		return;
+	if (natsConnection_GetLastError(nc, &text) == NATS_OK || text == NULL || text[0] == '\0')
+		text = natsStatus_GetText(err);
+	if (err == NATS_NOT_PERMITTED)
+		log_error("participant %s: NATS refused an operation: %s (this user lacks the "
+		          "permission)%s",
+		          p->durable, text, quiet > 0 ? " (and earlier errors not logged)" : "");
+	else
+		log_warn("participant %s: NATS asynchronous error: %s%s", p->durable, text,
+		         quiet > 0 ? " (and earlier errors not logged)" : "");
+}
+
 static void
 on_disconnected(natsConnection *nc, void *closure)
 {
@@ -693,8 +743,14 @@ nats_connect(struct participant *p, const char *url, char *err, size_t errlen)
 		s = natsOptions_SetDisconnectedCB(opts, on_disconnected, p);
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectedCB(opts, on_reconnected, p);
+	/* Deliveries and API answers come to inboxes only this user may read. */
+	if (s == NATS_OK)
+		s = natsOptions_SetCustomInboxPrefix(opts, p->inbox_prefix);
+	if (s == NATS_OK)
+		s = natsOptions_SetErrorHandler(opts, on_async_error, p);
 	if (s != NATS_OK) {
-		snprintf(what, sizeof(what), "nats_url %s", target);
+		snprintf(what, sizeof(what), "nats_url %s (inbox prefix %s)", target,
+		         p->inbox_prefix);
 		set_nats_err(err, errlen, what, s, 0);
 		st = STATUS_CONFIG;
 		goto cleanup;
@@ -730,6 +786,13 @@ ensure_consumer(struct participant *p, char *err, size_t errlen)
 	natsStatus s;
 
 	jsConsumerConfig_Init(&cc);
+	/*
+	 * Name as well as Durable: nats.c then creates and updates through
+	 * $JS.API.CONSUMER.CREATE.<stream>.<durable>.<filter>, whose subject
+	 * carries the filter, so the server can allow this user its own
+	 * consumer with its own filter and nothing else (docs/security.md).
+	 */
+	cc.Name = p->durable;
 	cc.Durable = p->durable;
 	cc.FilterSubject = p->filter;
 	cc.AckPolicy = js_AckExplicit;

@@ -42,6 +42,7 @@
 /* Settings of one participant. Zero / NULL fields take the default shown. */
 struct participant_config {
 	const char *nats_url;     /* required: NATS server URL(s), comma-separated */
+	const char *inbox_prefix; /* NULL/"" = _INBOX_<user> of nats_url, else _INBOX */
 	const char *database_url; /* required: libpq URL or key=value string */
 	const char *db_schema;    /* NULL/"" = the search_path; else created if missing and used */
 	const char *subject_prefix; /* NULL = "saga": commands on <prefix>.cmd.<subject> */
@@ -110,10 +111,14 @@ enum status participant_default_durable(const char *subject, char *out, size_t o
  * Open a participant: check cfg, connect to PostgreSQL (schema created if
  * missing, search_path set), create participant_ledger if missing and run
  * cfg->setup_sql (serialised by an advisory lock, so several participants may
- * start at once), connect to NATS, create or update the durable pull consumer
- * on <stream_prefix>_CMD (filter <subject_prefix>.cmd.<subject>, explicit ack,
- * ack wait, unlimited deliveries) and subscribe to it. The stream itself is
- * sagad's: it is never created here.
+ * start at once), connect to NATS (replies to its requests on inboxes
+ * <inbox_prefix>.>), create or update the durable pull consumer on
+ * <stream_prefix>_CMD (filter <subject_prefix>.cmd.<subject>, explicit ack,
+ * ack wait, unlimited deliveries) and subscribe to it. The consumer is made
+ * through $JS.API.CONSUMER.CREATE.<stream>.<durable>.<filter> (nats-server
+ * 2.9+), whose subject names the filter, so the server can allow this
+ * participant's user exactly its own consumers (docs/security.md). The stream
+ * itself is sagad's: it is never created here.
  *
  * handler and arg are kept for participant_run_once; cfg's strings are copied
  * (cfg need not outlive the call).

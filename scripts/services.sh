@@ -4,14 +4,17 @@
 # Usage: scripts/services.sh [--keep] -- COMMAND [ARGS...]
 # Env:   SAGAD_RUN_DIR_BASE (parent of the run dir, default /tmp), SAGAD_KEEP_RUN_DIR=1 (same as --keep),
 #        SAGAD_PG_BIN (PostgreSQL bin dir; default: 15, else newest under /usr/lib/postgresql).
-# The command gets SAGAD_DATABASE_URL, SAGAD_NATS_URL and SAGAD_TEST_* (also written to $SAGAD_RUN_DIR/env).
+# The command gets SAGAD_DATABASE_URL (owner), SAGAD_DATABASE_URL_SERVICE / _OPERATOR (logins in the
+#        sagad_service / sagad_operator roles), SAGAD_NATS_URL (NATS user sagad), SAGAD_NATS_URL_<ROLE>
+#        for ADMIN, OPERATOR, CLIENT, STOCK, PAYMENTS, SHIPPING, and SAGAD_TEST_* (all also in
+#        $SAGAD_RUN_DIR/env). The NATS users, their permissions and the roles: docs/security.md.
 # shellcheck disable=SC2317  # cleanup/signal functions are only reached through traps
 set -euo pipefail
 { # read the whole script before running it, so editing it mid-run cannot derail a running copy
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-usage() { sed -n '4,7s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '4,10s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 
 keep=${SAGAD_KEEP_RUN_DIR:-0}
 while [ $# -gt 0 ]; do
@@ -48,7 +51,7 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 
 # --- state & cleanup ------------------------------------------------------------------------
-RUN_DIR='' PG_DATA='' NATS_STORE='' NATS_PID='' CHILD_PID='' CLEANED=0
+RUN_DIR='' PG_DATA='' NATS_STORE='' NATS_CONF='' NATS_PID='' CHILD_PID='' CLEANED=0
 
 alive() {  # alive PID...: prints those still running (zombies count as gone)
   local p st
@@ -136,7 +139,7 @@ mkdir -p "$base"
 RUN_DIR=$(mktemp -d "$(cd "$base" && pwd -P)/sagad-run.XXXXXX")
 chmod 711 "$RUN_DIR"  # postgres may traverse, not list
 PG_DATA=$RUN_DIR/pg-data PG_SOCKET=$RUN_DIR/pg-socket PG_LOG=$RUN_DIR/postgres.log
-NATS_STORE=$RUN_DIR/nats-store NATS_LOG=$RUN_DIR/nats.log
+NATS_STORE=$RUN_DIR/nats-store NATS_LOG=$RUN_DIR/nats.log NATS_CONF=$RUN_DIR/nats.conf
 mkdir -m 700 "$PG_DATA" && mkdir -m 755 "$PG_SOCKET" && mkdir "$NATS_STORE"
 touch "$PG_LOG"
 [ "$(id -u)" -ne 0 ] || chown postgres: "$PG_DATA" "$PG_SOCKET" "$PG_LOG"
@@ -166,6 +169,7 @@ start_pg() {  # start_pg PORT -> 0 ok, 2 port taken; dies on other errors
   cat >"$PG_DATA/sagad.conf" <<EOF
 listen_addresses = '127.0.0.1'
 port = $1
+password_encryption = 'scram-sha-256'
 unix_socket_directories = '$PG_SOCKET'
 fsync = on
 synchronous_commit = on
@@ -180,11 +184,89 @@ EOF
   tail_log "$PG_LOG"; die "PostgreSQL did not start"
 }
 
+# --- NATS users and permissions -------------------------------------------------------------
+# One user per process role, allowed exactly the subjects its job needs (docs/security.md says
+# why for each line). A "*" first token stands for the subject prefix ("saga" in the demo; each
+# test has its own one-token prefix); a "*" where a stream name goes stands for <PREFIX>_CMD and
+# its siblings. A participant's consumer is p_<subject with '.' -> '_'>, its inboxes
+# _INBOX_<user>.> (config_nats_inbox_prefix). The file holds passwords: mode 600, like ./env.
+secret() { python3 -c 'import secrets; print(secrets.token_hex(16))'; }
+declare -A NATS_PASSWORD=()
+for u in admin sagad operator client stock payments shipping; do NATS_PASSWORD[$u]=$(secret); done
+# The participant services of the demo and the tests, and the subjects each serves.
+declare -A SERVICE_SUBJECTS=([stock]='stock.reserve stock.release'
+                             [payments]='payments.charge payments.refund' [shipping]='shipping.ship')
+
+list() {  # list INDENT ITEM...: a config list, one quoted item a line
+  local indent=$1 s sep=''
+  shift
+  printf '['
+  for s; do printf '%s\n%s"%s"' "$sep" "$indent" "$s"; sep=,; done
+  printf ' ]'
+}
+
+participant_user() {  # participant_user SERVICE: the user block of one participant service
+  local svc=$1 subj durable pub=()
+  for subj in ${SERVICE_SUBJECTS[$svc]}; do
+    durable=p_${subj//./_}
+    pub+=("*.reply.$subj"                                # its replies (JetStream publish)
+          "\$JS.API.CONSUMER.INFO.*.$durable"            # look its consumer up
+          "\$JS.API.CONSUMER.CREATE.*.$durable.*.cmd.$subj"  # create/update it, with this filter only
+          "\$JS.API.CONSUMER.MSG.NEXT.*.$durable"        # fetch its commands
+          "\$JS.ACK.*.$durable.>")                       # ack, nak, term, in-progress
+  done
+  printf '    { user: "%s", password: "%s", permissions: {\n' "$svc" "${NATS_PASSWORD[$svc]}"
+  printf '        publish: { deny: [ "*.cmd.>", "$JS.API.CONSUMER.DURABLE.CREATE.>" ],\n'
+  printf '                   allow: %s }\n' "$(list '            ' "${pub[@]}")"
+  printf '        subscribe: { allow: [ "_INBOX_%s.>" ] }\n    } }\n' "$svc"
+}
+
+write_nats_conf() {  # the users; address, ports and JetStream come as flags (start_nats)
+  local sagad_pub=("*.cmd.>" "*.event.>" "*.dlq.>" "*.start.>"
+                   "\$JS.API.STREAM.INFO.*" "\$JS.API.STREAM.CREATE.*" "\$JS.API.STREAM.UPDATE.*")
+  local c
+  for c in sagad_replies sagad_submits; do
+    sagad_pub+=("\$JS.API.CONSUMER.INFO.*.$c" "\$JS.API.CONSUMER.DURABLE.CREATE.*.$c"
+                "\$JS.API.CONSUMER.MSG.NEXT.*.$c" "\$JS.ACK.*.$c.>")
+  done
+  ( umask 077
+    cat <<CONF >"$NATS_CONF"
+# Written by scripts/services.sh; docs/security.md explains the users and their permissions.
+authorization {
+  users: [
+    # Tests and benchmarks only (set-up, inspection, fault injection): everything.
+    { user: "admin", password: "${NATS_PASSWORD[admin]}" }
+    # sagad: owns the streams and its two consumers; sends commands, lifecycle events and dead
+    # letters; answers starts and definitions (allow_responses: one answer per request received).
+    { user: "sagad", password: "${NATS_PASSWORD[sagad]}", permissions: {
+        publish: { allow: $(list '            ' "${sagad_pub[@]}") }
+        subscribe: { allow: [ "*.start.*", "*.define", "_INBOX_sagad.>" ] }
+        allow_responses: true
+    } }
+    # sagactl: status, start, dead-letter replay (re-published on its reply or submit subject).
+    { user: "operator", password: "${NATS_PASSWORD[operator]}", permissions: {
+        publish: { allow: [ "*.start.>", "*.reply.>", "*.submit.>", "\$JS.API.STREAM.INFO.*",
+                            "\$JS.API.CONSUMER.INFO.*.sagad_replies", "\$JS.API.CONSUMER.INFO.*.sagad_submits" ] }
+        subscribe: { allow: [ "_INBOX_operator.>" ] }
+    } }
+    # A business client: starts sagas, registers definitions, follows lifecycle events.
+    { user: "client", password: "${NATS_PASSWORD[client]}", permissions: {
+        publish: { allow: [ "*.start.>", "*.define", "*.submit.>" ] }
+        subscribe: { allow: [ "_INBOX_client.>", "*.event.>" ] }
+    } }
+    # Participant services: their own commands' consumers, their own replies; never a command.
+$(for svc in stock payments shipping; do participant_user "$svc"; done)
+  ]
+}
+CONF
+  )
+}
+
 # --- NATS -----------------------------------------------------------------------------------
 start_nats() {  # start_nats PORT MONITOR_PORT -> 0 ok, 2 port taken; dies on other errors
   local deadline=$((SECONDS + 30))
   log "starting nats-server on 127.0.0.1:$1 (monitor $2)"
-  "$NATS_SERVER" -a 127.0.0.1 -p "$1" -m "$2" -js -sd "$NATS_STORE" </dev/null >>"$NATS_LOG" 2>&1 &
+  "$NATS_SERVER" -c "$NATS_CONF" -a 127.0.0.1 -p "$1" -m "$2" -js -sd "$NATS_STORE" </dev/null >>"$NATS_LOG" 2>&1 &
   NATS_PID=$!
   while [ "$SECONDS" -lt "$deadline" ]; do
     if ! kill -0 "$NATS_PID" 2>/dev/null; then
@@ -201,6 +283,7 @@ sys.exit(b"ok" not in u.urlopen(sys.argv[1], timeout=1).read())' "http://127.0.0
   tail_log "$NATS_LOG"; die "nats-server not healthy after 30 s"
 }
 
+write_nats_conf
 pg_port='' nats_port='' mon_port=''
 for attempt in 1 2 3 4 5; do
   ports=$(pick_ports 3); read -r p1 p2 p3 <<<"$ports"
@@ -225,18 +308,48 @@ done
 pg_sql postgres 'CREATE DATABASE sagad OWNER postgres' || die "CREATE DATABASE failed: $(cat "$RUN_DIR/psql.err")"
 [ "$(pg_sql sagad 'SELECT 1')" = 1 ] || die "database sagad does not answer SELECT 1: $(cat "$RUN_DIR/psql.err")"
 
+# The group roles of migration 0004, created here as a DBA would (0004 finds them and grants
+# them their rights in each schema it migrates), and two logins: sagad runs as a sagad_service
+# member (DML only, no DDL); people read the operator views as a sagad_operator member.
+# The passwords go in on stdin, not on a command line; PostgreSQL keeps SCRAM-SHA-256 verifiers.
+PG_SERVICE_PASSWORD=$(secret) PG_OPERATOR_PASSWORD=$(secret)
+PGPASSWORD=$PG_PASSWORD PGCONNECT_TIMEOUT=3 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 \
+  -p "$pg_port" -U postgres -d sagad >/dev/null 2>"$RUN_DIR/psql.err" <<SQL \
+  || die "creating the roles failed: $(cat "$RUN_DIR/psql.err")"
+CREATE ROLE sagad_owner NOLOGIN;
+COMMENT ON ROLE sagad_owner IS 'sagad: owns the schema objects and runs migrations';
+CREATE ROLE sagad_service NOLOGIN;
+COMMENT ON ROLE sagad_service IS 'sagad: what the sagad daemon needs, and no DDL';
+CREATE ROLE sagad_operator NOLOGIN;
+COMMENT ON ROLE sagad_operator IS 'sagad: reads the operator views, nothing else';
+CREATE ROLE sagad_daemon LOGIN PASSWORD '$PG_SERVICE_PASSWORD' IN ROLE sagad_service;
+CREATE ROLE sagad_ops LOGIN PASSWORD '$PG_OPERATOR_PASSWORD' IN ROLE sagad_operator;
+SQL
+
 # --- environment & command ------------------------------------------------------------------
 export SAGAD_DATABASE_URL="postgresql://postgres:$PG_PASSWORD@127.0.0.1:$pg_port/sagad"
-export SAGAD_NATS_URL="nats://127.0.0.1:$nats_port"
+export SAGAD_DATABASE_URL_SERVICE="postgresql://sagad_daemon:$PG_SERVICE_PASSWORD@127.0.0.1:$pg_port/sagad"
+export SAGAD_DATABASE_URL_OPERATOR="postgresql://sagad_ops:$PG_OPERATOR_PASSWORD@127.0.0.1:$pg_port/sagad"
+nats_url() { printf 'nats://%s:%s@127.0.0.1:%s' "$1" "${NATS_PASSWORD[$1]}" "$nats_port"; }
+SAGAD_NATS_URL=$(nats_url sagad)
+export SAGAD_NATS_URL
+nats_vars=()
+for u in admin operator client stock payments shipping; do
+  v=SAGAD_NATS_URL_${u^^}
+  printf -v "$v" '%s' "$(nats_url "$u")"
+  export "${v?}"
+  nats_vars+=("$v")
+done
 export SAGAD_TEST_PG_BIN=$PG_BIN SAGAD_TEST_PG_DATA=$PG_DATA SAGAD_TEST_PG_PORT=$pg_port
 export SAGAD_TEST_NATS_PORT=$nats_port SAGAD_TEST_NATS_MONITOR_PORT=$mon_port
 export SAGAD_TEST_NATS_STORE=$NATS_STORE SAGAD_TEST_NATS_PID=$NATS_PID SAGAD_RUN_DIR=$RUN_DIR
 ( umask 077
-  for v in SAGAD_DATABASE_URL SAGAD_NATS_URL SAGAD_TEST_PG_BIN SAGAD_TEST_PG_DATA SAGAD_TEST_PG_PORT \
+  for v in SAGAD_DATABASE_URL SAGAD_DATABASE_URL_SERVICE SAGAD_DATABASE_URL_OPERATOR SAGAD_NATS_URL \
+           "${nats_vars[@]}" SAGAD_TEST_PG_BIN SAGAD_TEST_PG_DATA SAGAD_TEST_PG_PORT \
            SAGAD_TEST_NATS_PORT SAGAD_TEST_NATS_MONITOR_PORT SAGAD_TEST_NATS_STORE SAGAD_TEST_NATS_PID SAGAD_RUN_DIR; do
     printf 'export %s=%q\n' "$v" "${!v}"
   done >"$RUN_DIR/env" )
-log "postgres on 127.0.0.1:$pg_port (db sagad), nats on 127.0.0.1:$nats_port (monitor $mon_port); run dir $RUN_DIR"
+log "postgres on 127.0.0.1:$pg_port (db sagad, scram-sha-256 on TCP), nats on 127.0.0.1:$nats_port (monitor $mon_port; users ${!NATS_PASSWORD[*]}); run dir $RUN_DIR"
 
 # Run as a background child so signals reach our traps at once; <&0 keeps the caller's stdin.
 "$@" <&0 &

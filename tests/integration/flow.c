@@ -46,6 +46,8 @@ flow_setup(struct flow *f, const char *tag)
 	cr_assert_eq(config_init(&f->cfg), STATUS_OK);
 	cr_assert_eq(config_set(&f->cfg, "nats_url", harness_nats_url(), err, sizeof(err)),
 	             STATUS_OK);
+	/* Not "sagad": the test's own client must not pass for sagad in the server's lists. */
+	cr_assert_eq(config_set(&f->cfg, "nats_name", "sagad-test", err, sizeof(err)), STATUS_OK);
 	cr_assert_eq(config_set(&f->cfg, "subject_prefix", f->prefix, err, sizeof(err)), STATUS_OK);
 	cr_assert_eq(config_set(&f->cfg, "stream_prefix", f->stream, err, sizeof(err)), STATUS_OK);
 	cr_assert_eq(bus_connect(&f->bus, &f->cfg, err, sizeof(err)), STATUS_OK, "%s", err);
@@ -100,11 +102,57 @@ flow_teardown(struct flow *f)
 	cr_assert_eq(bad, -1, "child %d did not stop cleanly on SIGTERM (status %d)", bad, bad_rc);
 }
 
+/* Which runner URL each kind of process gets (scripts/services.sh, docs/security.md). */
+static void
+role_overrides(const char *role, const char **nats, const char **db)
+{
+	char upper[32];
+	size_t i = 0;
+
+	for (; role[i] != '\0' && i + 1 < sizeof(upper); i++)
+		upper[i] = (char)(role[i] >= 'a' && role[i] <= 'z' ? role[i] - 32 : role[i]);
+	upper[i] = '\0';
+	*nats = NULL;
+	*db = NULL;
+	if (strcmp(role, "sagad") == 0)
+		*db = harness_database_url_as("SERVICE"); /* NATS: SAGAD_NATS_URL is sagad's */
+	else
+		*nats = harness_nats_url_as(upper);
+}
+
+void
+flow_env_as(struct flow *f, const char *role, const char **env, size_t cap,
+            const char *const *extra)
+{
+	static char store[2][2][1200]; /* [slot][nats, db]: two lists may be alive at once */
+	static int slot;
+	const char *nats, *db;
+	size_t n = 0;
+	char(*own)[1200] = store[slot];
+
+	slot ^= 1;
+	role_overrides(role, &nats, &db);
+	for (int k = 0; f->env[k] != NULL && n + 1 < cap; k++)
+		env[n++] = f->env[k];
+	if (nats != NULL && n + 1 < cap) {
+		snprintf(own[0], sizeof(own[0]), "SAGAD_NATS_URL=%s", nats);
+		env[n++] = own[0];
+	}
+	if (db != NULL && n + 1 < cap) {
+		snprintf(own[1], sizeof(own[1]), "SAGAD_DATABASE_URL=%s", db);
+		env[n++] = own[1];
+	}
+	for (int k = 0; extra != NULL && extra[k] != NULL && n + 1 < cap; k++)
+		env[n++] = extra[k];
+	env[n] = NULL;
+}
+
 unsigned
 flow_define(struct flow *f, const char *yaml)
 {
 	char path[256];
 	char out[8192];
+	const char *env[32];
 	const char *argv[4];
 	FILE *fp;
 	unsigned version = 0;
@@ -119,7 +167,8 @@ flow_define(struct flow *f, const char *yaml)
 	argv[1] = "define";
 	argv[2] = path;
 	argv[3] = NULL;
-	cr_assert_eq(harness_run(argv, f->env, out, sizeof(out), 30000), 0, "define:\n%s", out);
+	flow_env_as(f, "operator", env, sizeof(env) / sizeof(env[0]), NULL);
+	cr_assert_eq(harness_run(argv, env, out, sizeof(out), 30000), 0, "define:\n%s", out);
 	unlink(path);
 	v = strstr(out, " v");
 	cr_assert_not_null(v, "%s", out);
@@ -128,18 +177,14 @@ flow_define(struct flow *f, const char *yaml)
 }
 
 static int
-spawn(struct flow *f, const char *const *argv, const char *const *extra, const char *name)
+spawn(struct flow *f, const char *const *argv, const char *role, const char *const *extra,
+      const char *name)
 {
-	const char *env[24];
-	int n = 0;
+	const char *env[32];
 	int i = f->n_procs;
 
 	cr_assert_lt(i, FLOW_MAX_PROCS);
-	for (int k = 0; f->env[k] != NULL; k++)
-		env[n++] = f->env[k];
-	for (int k = 0; extra != NULL && extra[k] != NULL && n < 23; k++)
-		env[n++] = extra[k];
-	env[n] = NULL;
+	flow_env_as(f, role, env, sizeof(env) / sizeof(env[0]), extra);
 	{
 		char path[sizeof(f->logs[i])];
 
@@ -170,7 +215,7 @@ int
 flow_start_sagad(struct flow *f, const char *const *extra)
 {
 	const char *argv[] = {harness_bin("SAGAD_BIN"), "run", NULL};
-	int i = spawn(f, argv, extra, "sagad");
+	int i = spawn(f, argv, "sagad", extra, "sagad");
 
 	wait_for_log(f, i, "\"msg\":\"ready");
 	return i;
@@ -192,7 +237,7 @@ flow_start_participant(struct flow *f, const char *service, const char *const *a
 	for (int k = 0; args != NULL && args[k] != NULL && n < 15; k++)
 		argv[n++] = args[k];
 	argv[n] = NULL;
-	i = spawn(f, argv, NULL, service);
+	i = spawn(f, argv, service, NULL, service);
 	wait_for_log(f, i, "ready");
 	return i;
 }
@@ -349,9 +394,11 @@ flow_sagactl_spawn(struct flow *f, const char *const *args, const char *out_path
                    const char *err_path)
 {
 	const char *argv[40];
+	const char *env[32];
 	int n = 0;
 	pid_t pid;
 
+	flow_env_as(f, "operator", env, sizeof(env) / sizeof(env[0]), NULL);
 	argv[n++] = harness_bin("SAGACTL_BIN");
 	for (int k = 0; args[k] != NULL && n < 39; k++)
 		argv[n++] = args[k];
@@ -368,11 +415,11 @@ flow_sagactl_spawn(struct flow *f, const char *const *args, const char *out_path
 			close(out);
 			close(err);
 		}
-		for (int k = 0; f->env[k] != NULL; k++) {
+		for (int k = 0; env[k] != NULL; k++) {
 			char key[128];
-			const char *eq = strchr(f->env[k], '=');
+			const char *eq = strchr(env[k], '=');
 
-			snprintf(key, sizeof(key), "%.*s", (int)(eq - f->env[k]), f->env[k]);
+			snprintf(key, sizeof(key), "%.*s", (int)(eq - env[k]), env[k]);
 			setenv(key, eq + 1, 1);
 		}
 		execv(argv[0], (char *const *)argv);

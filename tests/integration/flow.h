@@ -23,19 +23,37 @@ struct flow {
 	struct bus *bus;                /* NATS client of the test */
 };
 
-/* Unique names, migrate, create the streams (sagad check), connect the test's bus. */
+/*
+ * Unique names, migrate (owner login), create the streams (sagad check, NATS
+ * user sagad), connect the test's bus (harness_nats_url: the admin user).
+ */
 void flow_setup(struct flow *f, const char *tag);
 
 /* Stop every child (TERM, then KILL), close the bus. */
 void flow_teardown(struct flow *f);
 
+/*
+ * The overrides a child in role gets: the test's (f->env), then the runner's
+ * URL for that role (scripts/services.sh: "sagad" connects to PostgreSQL as
+ * the sagad_service login; "stock", "payments", "shipping", "operator" (for
+ * sagactl) and "client" use their own NATS user), then extra. env receives
+ * at most cap entries including the NULL; it points to storage that stays
+ * valid until the next call but one.
+ */
+void flow_env_as(struct flow *f, const char *role, const char **env, size_t cap,
+                 const char *const *extra);
+
 /* Register a YAML definition given as text; returns the version. */
 unsigned flow_define(struct flow *f, const char *yaml);
 
-/* Start sagad with extra "KEY=VALUE" overrides (NULL-terminated, may be NULL); waits for ready. */
+/*
+ * Start sagad with extra "KEY=VALUE" overrides (NULL-terminated, may be NULL);
+ * waits for ready. It connects to PostgreSQL as the runner's sagad_service
+ * login when there is one (flow_env_as), to NATS as SAGAD_NATS_URL (user sagad).
+ */
 int flow_start_sagad(struct flow *f, const char *const *extra);
 
-/* Start one example participant service with extra arguments (NULL-terminated). */
+/* Start one example participant service (on its own NATS user) with extra arguments. */
 int flow_start_participant(struct flow *f, const char *service, const char *const *args);
 
 /* Send SIGKILL / SIGSTOP / SIGCONT to child index i. */
@@ -72,7 +90,7 @@ void flow_assert_invariants(struct flow *f, char (*accepted)[SAGA_ID_LEN + 1], i
 
 /*
  * Run sagactl (SAGACTL_BIN) with args (NULL-terminated) in this test's schema,
- * subject and stream prefixes; stdout goes to out and stderr to err (either
+ * subject and stream prefixes, as the NATS user operator; stdout goes to out and stderr to err (either
  * may be NULL). Returns the exit code, or -1 when it ran for over 2 minutes.
  */
 int flow_sagactl(struct flow *f, const char *const *args, char *out, size_t outlen, char *err,

@@ -34,7 +34,63 @@ harness_database_url(void)
 const char *
 harness_nats_url(void)
 {
-	return required_env("SAGAD_NATS_URL");
+	const char *admin = harness_nats_url_as("ADMIN");
+
+	return admin != NULL ? admin : required_env("SAGAD_NATS_URL");
+}
+
+/* getenv(prefix + role), or NULL when unset or empty. */
+static const char *
+role_env(const char *prefix, const char *role)
+{
+	char name[96];
+	const char *v;
+
+	snprintf(name, sizeof(name), "%s%s", prefix, role);
+	v = getenv(name);
+	return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+const char *
+harness_nats_url_as(const char *role)
+{
+	return role_env("SAGAD_NATS_URL_", role);
+}
+
+const char *
+harness_database_url_as(const char *role)
+{
+	return role_env("SAGAD_DATABASE_URL_", role);
+}
+
+static const char *const nats_roles[] = {"ADMIN", "OPERATOR", "CLIENT",
+                                         "STOCK", "PAYMENTS", "SHIPPING"};
+static const char *const database_roles[] = {"SERVICE", "OPERATOR"};
+
+static void
+drop_roles(const char *prefix, const char *const *roles, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char name[96];
+
+		snprintf(name, sizeof(name), "%s%s", prefix, roles[i]);
+		cr_assert_eq(unsetenv(name), 0);
+	}
+}
+
+void
+harness_use_private_nats(const char *url)
+{
+	cr_assert_eq(setenv("SAGAD_NATS_URL", url, 1), 0);
+	drop_roles("SAGAD_NATS_URL_", nats_roles, sizeof(nats_roles) / sizeof(nats_roles[0]));
+}
+
+void
+harness_use_private_database(const char *url)
+{
+	cr_assert_eq(setenv("SAGAD_DATABASE_URL", url, 1), 0);
+	drop_roles("SAGAD_DATABASE_URL_", database_roles,
+	           sizeof(database_roles) / sizeof(database_roles[0]));
 }
 
 const char *

@@ -5,9 +5,33 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* SAGAD_DATABASE_URL / SAGAD_NATS_URL of the services the test runner started. */
+/* SAGAD_DATABASE_URL of the services the test runner started: the owner (superuser) login. */
 const char *harness_database_url(void);
+
+/*
+ * The NATS URL of the test's own client: SAGAD_NATS_URL_ADMIN when
+ * scripts/services.sh set one (every permission: the test sets up and
+ * inspects), else SAGAD_NATS_URL.
+ */
 const char *harness_nats_url(void);
+
+/*
+ * The URL a process in role should use, or NULL when the runner gave none
+ * (then SAGAD_NATS_URL / SAGAD_DATABASE_URL apply). NATS roles (services.sh,
+ * docs/security.md): "ADMIN", "OPERATOR", "CLIENT", "STOCK", "PAYMENTS",
+ * "SHIPPING" (SAGAD_NATS_URL_<role>; SAGAD_NATS_URL itself is sagad's).
+ * Database roles: "SERVICE", "OPERATOR" (SAGAD_DATABASE_URL_<role>).
+ */
+const char *harness_nats_url_as(const char *role);
+const char *harness_database_url_as(const char *role);
+
+/*
+ * Point this test process (and the children it starts) at a private server
+ * without users: sets SAGAD_NATS_URL / SAGAD_DATABASE_URL to url and drops
+ * the role URLs, which belong to the runner's servers.
+ */
+void harness_use_private_nats(const char *url);
+void harness_use_private_database(const char *url);
 
 /* Path of a built program from the test environment (SAGAD_BIN, SAGACTL_BIN). */
 const char *harness_bin(const char *env_name);

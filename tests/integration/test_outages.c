@@ -387,7 +387,7 @@ nats_outage(const char *tag, int sig)
 	int64_t down;
 
 	servers_nats_start(&nats, tag);
-	cr_assert_eq(setenv("SAGAD_NATS_URL", nats.url, 1), 0);
+	harness_use_private_nats(nats.url);
 	flow_setup(&f, tag);
 	start_order_services(quick_sagad, quick_participant);
 
@@ -435,7 +435,7 @@ Test(outages, postgres_stopped_immediately_under_load_then_restarted_loses_nothi
 	int64_t down;
 
 	servers_pg_start(&pg, "t_pgdown");
-	cr_assert_eq(setenv("SAGAD_DATABASE_URL", pg.url, 1), 0);
+	harness_use_private_database(pg.url);
 	flow_setup(&f, "t_pgdown");
 	/* sagad keeps the default 30 s ack wait: see the backlog check below. */
 	start_order_services(NULL, quick_participant);
@@ -570,7 +570,7 @@ Test(outages, nats_cluster_node_killed_under_load_loses_nothing)
 	servers_nats_describe(cluster, SERVERS_CLUSTER_SIZE, state, sizeof(state));
 	cr_assert_geq(elected_ms, 0, "no JetStream meta leader within 30 s:\n%s", state);
 	cr_log_info("three-node cluster healthy, meta leader elected in %d ms", elected_ms);
-	cr_assert_eq(setenv("SAGAD_NATS_URL", urls, 1), 0);
+	harness_use_private_nats(urls);
 	cr_assert_eq(setenv("SAGAD_STREAM_REPLICAS", "3", 1), 0);
 	flow_setup(&f, "t_cluster");
 	start_order_services(quick_sagad, quick_participant);

@@ -156,6 +156,40 @@ Test(config, secrets_are_never_echoed)
 	cr_assert_str_eq(out, "postgresql://db/x?user=a&password=***&sslmode=require");
 	config_redact_url("nats://127.0.0.1:4222", out, sizeof(out));
 	cr_assert_str_eq(out, "nats://127.0.0.1:4222");
+	/* Every URL of a cluster list, and a NATS token (a lone user is a secret there). */
+	config_redact_url("nats://sagad:s3cret@n1:4222,nats://sagad:s3cret@n2:4222,nats://n3:4222",
+	                  out, sizeof(out));
+	cr_assert_str_eq(out, "nats://sagad:***@n1:4222,nats://sagad:***@n2:4222,nats://n3:4222");
+	config_redact_url("nats://s3cretT0ken@n1:4222", out, sizeof(out));
+	cr_assert_str_eq(out, "nats://***@n1:4222");
+	config_redact_url("postgresql://app@db/x", out, sizeof(out));
+	cr_assert_str_eq(out, "postgresql://app@db/x", "a PostgreSQL user name is no secret");
+}
+
+Test(config, the_inbox_prefix_is_the_users_own_unless_set)
+{
+	char out[128];
+
+	config_nats_inbox_prefix("nats://stock:pw@127.0.0.1:4222", "", out, sizeof(out));
+	cr_assert_str_eq(out, "_INBOX_stock");
+	config_nats_inbox_prefix("nats://sagad:pw@n1:1,nats://sagad:pw@n2:2", NULL, out,
+	                         sizeof(out));
+	cr_assert_str_eq(out, "_INBOX_sagad");
+	config_nats_inbox_prefix("nats://n1:1,nats://stock:pw@n2:2", NULL, out, sizeof(out));
+	cr_assert_str_eq(out, "_INBOX_stock", "the first URL that names a user");
+	config_nats_inbox_prefix("nats://127.0.0.1:4222", "", out, sizeof(out));
+	cr_assert_str_eq(out, "_INBOX");
+	config_nats_inbox_prefix("nats://s3cretT0ken@127.0.0.1:4222", "", out, sizeof(out));
+	cr_assert_str_eq(out, "_INBOX", "a token never becomes part of a subject");
+	config_nats_inbox_prefix("nats://a.b:pw@127.0.0.1:4222", "", out, sizeof(out));
+	cr_assert_str_eq(out, "_INBOX", "a user that is no single token is not used");
+	config_nats_inbox_prefix("nats://stock:pw@127.0.0.1:4222", "_INBOX_acme.stock", out,
+	                         sizeof(out));
+	cr_assert_str_eq(out, "_INBOX_acme.stock");
+	cr_assert_eq(config_set(&cfg, "nats_inbox_prefix", "_INBOX_x.>", err, sizeof(err)),
+	             STATUS_CONFIG, "no wildcards");
+	cr_assert_eq(config_set(&cfg, "nats_inbox_prefix", "_INBOX_x", err, sizeof(err)),
+	             STATUS_OK);
 }
 
 Test(config, help_prints_every_setting)
