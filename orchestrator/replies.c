@@ -65,6 +65,27 @@ find_loaded(struct store_loaded *rows, int n, const char *id)
 	return NULL;
 }
 
+/*
+ * A reply counts only on <prefix>.reply.<target> of the step and phase it
+ * names: NATS permissions let each participant publish on its own reply
+ * subjects only, so this is what stops one service from answering for
+ * another's step.
+ */
+static bool
+from_its_target(const struct apply_env *env, const struct saga_def *def, int step,
+                const struct reply_item *it)
+{
+	const char *subject = bus_msg_subject(it->msg);
+	const char *target;
+	size_t n = strlen(env->cfg->subject_prefix);
+
+	if (it->reply.phase != PHASE_ACTION && it->reply.phase != PHASE_COMPENSATION)
+		return true; /* the engine records it as invalid */
+	target = apply_target(def, step, it->reply.phase);
+	return strncmp(subject, env->cfg->subject_prefix, n) == 0 &&
+	       strncmp(subject + n, ".reply.", 7) == 0 && strcmp(subject + n + 7, target) == 0;
+}
+
 static enum status
 queue_dead(const struct apply_env *env, struct reply_item *it, int64_t now_ms)
 {
@@ -177,6 +198,14 @@ replies_apply(const struct apply_env *env, struct bus_msg **msgs, int n, int *ap
 				if (step < 0) {
 					mark_dead(it, "unknown_step",
 					          "the saga's definition has no such step");
+				} else if (!from_its_target(env, def, step, it)) {
+					char why[SAGA_ERROR_MAX];
+
+					snprintf(why, sizeof(why),
+					         "a reply for step %s must come on %s.reply.%s",
+					         it->reply.step, env->cfg->subject_prefix,
+					         apply_target(def, step, it->reply.phase));
+					mark_dead(it, "wrong_subject", why);
 				} else {
 					memset(&ev, 0, sizeof(ev));
 					ev.type = EV_REPLY;
