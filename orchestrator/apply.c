@@ -180,8 +180,8 @@ resolve_defs(const struct apply_env *env, struct store_loaded *rows, int n, int6
 }
 
 enum status
-apply_due_timers(const struct apply_env *env, int limit, int *n_sagas, int *n_events, char *err,
-                 size_t errlen)
+apply_due_timers(const struct apply_env *env, int limit, int64_t hold_back_ms, int *n_sagas,
+                 int *n_events, char *err, size_t errlen)
 {
 	struct store_loaded *rows = NULL;
 	const struct saga_def **defs = NULL;
@@ -195,7 +195,7 @@ apply_due_timers(const struct apply_env *env, int limit, int *n_sagas, int *n_ev
 	st = store_begin(env->db, &now_ms, err, errlen);
 	if (st != STATUS_OK)
 		return st;
-	st = store_load_sagas(env->db, NULL, 0, 1, limit, &rows, &n, err, errlen);
+	st = store_load_due(env->db, limit, hold_back_ms, &rows, &n, err, errlen);
 	if (st != STATUS_OK || n == 0)
 		goto done;
 	defs = calloc((size_t)n, sizeof(*defs));

@@ -39,11 +39,13 @@ enum status apply_queue_dead_letter(const struct apply_env *env, const struct st
 
 /*
  * One timer pass in its own transaction: take up to limit sagas whose wake_at
- * has come (skipping those another sagad holds), fire their due events, and
- * commit. *n_events receives how many events were applied.
+ * has come at least hold_back_ms ago (skipping those another sagad holds),
+ * fire their due events, and commit. *n_events receives how many events were
+ * applied. hold_back_ms is how far sagad is behind on its replies: a step
+ * must not time out while its answer may still wait unread in the stream.
  */
-enum status apply_due_timers(const struct apply_env *env, int limit, int *n_sagas, int *n_events,
-                             char *err, size_t errlen) MUSTCHECK;
+enum status apply_due_timers(const struct apply_env *env, int limit, int64_t hold_back_ms,
+                             int *n_sagas, int *n_events, char *err, size_t errlen) MUSTCHECK;
 
 /*
  * Apply an operator command (EV_ABORT, EV_RETRY, EV_RESOLVE) with a note to

@@ -743,6 +743,19 @@ bus_msg_delivered(struct bus_msg *m)
 	return n;
 }
 
+uint64_t
+bus_msg_pending(struct bus_msg *m)
+{
+	jsMsgMetaData *meta = NULL;
+	uint64_t n;
+
+	if (natsMsg_GetMetaData(&meta, nm(m)) != NATS_OK)
+		return 0;
+	n = meta->NumPending;
+	jsMsgMetaData_Destroy(meta);
+	return n;
+}
+
 void
 bus_ack(struct bus_msg *m)
 {

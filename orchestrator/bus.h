@@ -134,6 +134,8 @@ void bus_msg_headers_json(struct bus_msg *m, char *out, size_t outlen);
 void bus_msg_stream_seq(struct bus_msg *m, char *out, size_t outlen);
 /* Times this JetStream message was delivered (1 the first time; 0 for core messages). */
 uint64_t bus_msg_delivered(struct bus_msg *m);
+/* Messages still waiting for the consumer after this one (0 for core messages or unknown). */
+uint64_t bus_msg_pending(struct bus_msg *m);
 
 /* Acknowledge (done), terminate (never redeliver), or nak (redeliver after delay_ms). */
 void bus_ack(struct bus_msg *m);

@@ -33,9 +33,11 @@ struct daemon {
 	struct relay *relay;               /* rows published right after their commit */
 	int64_t last_timer_ms;             /* monotonic ms of the last timer pass */
 	int64_t last_sweep_ms;             /* monotonic ms of the last outbox sweep */
-	int64_t next_submit_ms;    /* monotonic ms before which the submit stream is not polled */
-	int64_t last_error_log_ms; /* rate limit of repeated error lines */
-	int64_t last_reconnect_ms; /* monotonic ms of the last reconnection attempt */
+	int64_t next_submit_ms;            /* monotonic ms before which submits are not polled */
+	int64_t replies_caught_up_ms; /* monotonic ms when the reply stream was last read empty */
+	int64_t last_hold_log_ms;     /* rate limit of the "timers held back" line */
+	int64_t last_error_log_ms;    /* rate limit of repeated error lines */
+	int64_t last_reconnect_ms;    /* monotonic ms of the last reconnection attempt */
 };
 
 static int64_t
@@ -137,6 +139,14 @@ pass_starts(struct daemon *d, int wait_ms)
 	return n;
 }
 
+/*
+ * Replies this little behind do not hold timers back (a batch in hand is
+ * normal); however far behind, a timer fires at most this late, so a stream
+ * that never drains cannot stop timeouts for good.
+ */
+#define HOLD_BACK_MIN_MS 100
+#define HOLD_BACK_MAX_MS 60000
+
 /* How often an empty submit stream is polled: buffered starts may wait this long. */
 #define SUBMIT_IDLE_POLL_MS 10
 
@@ -211,6 +221,9 @@ pass_replies(struct daemon *d, int wait_ms)
 		log_pass_error(d, "fetching replies", st, err);
 		return 0;
 	}
+	/* Nothing waits behind this batch: every reply that arrived so far is in hand. */
+	if (n > 0 && bus_msg_pending(d->msg_buf[n - 1]) == 0)
+		d->replies_caught_up_ms = mono_ms();
 	if (n == 0)
 		return 0;
 	st = replies_apply(&d->env, d->msg_buf, n, &applied, err, sizeof(err));
@@ -219,10 +232,28 @@ pass_replies(struct daemon *d, int wait_ms)
 	return n;
 }
 
+/*
+ * No reply batch showed lately that the stream was read to its end (an
+ * empty fetch proves nothing: it may have timed out on this side): ask the
+ * server whether replies wait undelivered.
+ */
+static void
+check_replies_caught_up(struct daemon *d)
+{
+	struct bus_consumer_stats cs;
+	char err[256];
+	int64_t asked = mono_ms();
+
+	if (bus_consumer_stats(d->bus, BUS_STREAM_REPLY, &cs, err, sizeof(err)) == STATUS_OK &&
+	    cs.num_pending == 0)
+		d->replies_caught_up_ms = asked;
+}
+
 static int
 pass_timers(struct daemon *d, int force)
 {
 	int64_t now = mono_ms();
+	int64_t hold;
 	int sagas = 0, events = 0, total = 0;
 	char err[512];
 	enum status st;
@@ -230,8 +261,25 @@ pass_timers(struct daemon *d, int force)
 	if (!force && now - d->last_timer_ms < d->cfg->timer_interval_ms)
 		return 0;
 	d->last_timer_ms = now;
+	/*
+	 * Behind on replies, a step's answer may sit unread in the stream: fire
+	 * only what came due before the stream was last read empty. Otherwise
+	 * sagad's own lag would time out steps that answered in time, re-send
+	 * them, and open circuits on healthy participants.
+	 */
+	if (now - d->replies_caught_up_ms >= HOLD_BACK_MIN_MS)
+		check_replies_caught_up(d);
+	hold = mono_ms() - d->replies_caught_up_ms;
+	if (hold < HOLD_BACK_MIN_MS)
+		hold = 0;
+	if (hold > HOLD_BACK_MAX_MS)
+		hold = HOLD_BACK_MAX_MS;
+	if (hold >= 1000 && now - d->last_hold_log_ms >= 10000) {
+		d->last_hold_log_ms = now;
+		log_warn("replies %lld ms behind: timers held back as long", (long long)hold);
+	}
 	do {
-		st = apply_due_timers(&d->env, (int)d->cfg->timer_batch, &sagas, &events, err,
+		st = apply_due_timers(&d->env, (int)d->cfg->timer_batch, hold, &sagas, &events, err,
 		                      sizeof(err));
 		if (st != STATUS_OK) {
 			log_pass_error(d, "timer pass", st, err);
@@ -420,6 +468,7 @@ daemon_run(const struct config *cfg, struct store **db, struct bus *bus,
 	        "ready: orchestrating on %s.start.*, %s.submit.*, %s.define; replies on %s.reply.>",
 	        cfg->subject_prefix, cfg->subject_prefix, cfg->subject_prefix, cfg->subject_prefix);
 	store_keep_committed_outbox(*db, 1);
+	d.replies_caught_up_ms = mono_ms();
 	/* Whatever an earlier run left in the outbox goes out first. */
 	pass_relay(&d, 1, 0);
 	while (!*stop) {

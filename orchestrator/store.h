@@ -117,20 +117,21 @@ enum status store_begin(struct store *s, int64_t *now_ms, char *err, size_t errl
 void store_rollback(struct store *s);
 
 /*
- * Lock and load the sagas with the given ids (in id order, so concurrent
- * batches cannot deadlock), or with due_only the sagas whose wake_at has come
- * (at most limit, skipping rows other sagad processes hold). *out is a new
- * array of *n_out entries (free with store_loaded_free). Ids that do not exist
- * are simply absent.
+ * In the open transaction, lock and load the sagas whose wake_at came at
+ * least hold_back_ms ago (database clock), earliest first, at most limit,
+ * skipping rows other sagad processes hold. *out is a new array of *n_out
+ * entries sorted by id (free with store_loaded_free).
  */
-enum status store_load_sagas(struct store *s, const char *const *ids, int n_ids, int due_only,
-                             int limit, struct store_loaded **out, int *n_out, char *err,
-                             size_t errlen) MUSTCHECK;
+enum status store_load_due(struct store *s, int limit, int64_t hold_back_ms,
+                           struct store_loaded **out, int *n_out, char *err,
+                           size_t errlen) MUSTCHECK;
 void store_loaded_free(struct store_loaded *rows, int n);
 
 /*
- * store_begin + store_load_sagas by ids in one round trip (a pipeline: BEGIN,
- * the clock, the locked sagas, their steps). On failure nothing stays open.
+ * BEGIN, read the clock, and lock and load the sagas with the given ids (in
+ * id order, so concurrent batches cannot deadlock) with their steps: one
+ * round trip (a pipeline). Ids that do not exist are simply absent. On
+ * failure nothing stays open.
  */
 enum status store_begin_load(struct store *s, const char *const *ids, int n_ids, int64_t *now_ms,
                              struct store_loaded **out, int *n_out, char *err,
@@ -142,7 +143,7 @@ enum status store_find_starts(struct store *s, const char *def_name, const char 
                               size_t errlen) MUSTCHECK;
 
 /*
- * Queue writes (after store_begin / store_load_sagas; no reads after this):
+ * Queue writes (after store_begin / store_begin_load / store_load_due; no reads after this):
  * store_commit writes each table's rows with one multi-row statement, all in
  * one pipeline with the COMMIT, and reports the first failure (rolled back).
  */

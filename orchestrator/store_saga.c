@@ -266,73 +266,57 @@ parse_sagas(const PGresult *res, struct store_loaded **out, int *n_out, char *er
 }
 
 enum status
-store_load_sagas(struct store *s, const char *const *ids, int n_ids, int due_only, int limit,
-                 struct store_loaded **out, int *n_out, char *err, size_t errlen)
+store_load_due(struct store *s, int limit, int64_t hold_back_ms, struct store_loaded **out,
+               int *n_out, char *err, size_t errlen)
 {
-	char limit_text[16];
+	char limit_text[16], hold_text[24];
+	const char *params[2] = {limit_text, hold_text};
 	char *array = NULL;
-	const char *params[1];
-	PGresult *res = NULL;
+	const char **ids = NULL;
+	PGresult *res;
 	struct store_loaded *rows = NULL;
-	enum status st = STATUS_OK;
+	enum status st;
 	int n = 0;
 
 	*out = NULL;
 	*n_out = 0;
-	if (due_only) {
-		snprintf(limit_text, sizeof(limit_text), "%d", limit);
-		params[0] = limit_text;
-		res = PQexecParams(s->conn,
-		                   SAGAS_SQL "WHERE wake_at <= now() ORDER BY wake_at LIMIT $1::int"
-		                             " FOR UPDATE SKIP LOCKED",
-		                   1, NULL, params, NULL, NULL, 0);
-	} else {
-		if (n_ids == 0)
-			return STATUS_OK;
-		array = uuid_array(ids, n_ids);
-		if (array == NULL) {
-			snprintf(err, errlen, "out of memory");
-			return STATUS_NOMEM;
-		}
-		params[0] = array;
-		res = PQexecParams(s->conn, SAGAS_BY_ID_SQL, 1, NULL, params, NULL, NULL, 0);
-	}
+	snprintf(limit_text, sizeof(limit_text), "%d", limit);
+	snprintf(hold_text, sizeof(hold_text), "%lld", (long long)hold_back_ms);
+	res = PQexecParams(s->conn,
+	                   SAGAS_SQL
+	                   "WHERE wake_at <= now() - $2::bigint * interval '1 millisecond'"
+	                   " ORDER BY wake_at LIMIT $1::int FOR UPDATE SKIP LOCKED",
+	                   2, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		st = store_status_from_result(res, s->conn);
-		store_set_err(err, errlen, "loading sagas", PQerrorMessage(s->conn));
+		store_set_err(err, errlen, "loading due sagas", PQerrorMessage(s->conn));
 		goto cleanup;
 	}
 	st = parse_sagas(res, &rows, &n, err, errlen);
 	if (st != STATUS_OK || n == 0)
 		goto cleanup;
-	if (array == NULL) {
-		const char **loaded_ids = malloc((size_t)n * sizeof(*loaded_ids));
-
-		if (loaded_ids == NULL) {
-			snprintf(err, errlen, "out of memory");
-			st = STATUS_NOMEM;
-			goto cleanup;
-		}
+	ids = malloc((size_t)n * sizeof(*ids));
+	if (ids != NULL) {
 		for (int r = 0; r < n; r++)
-			loaded_ids[r] = rows[r].inst.id;
-		array = uuid_array(loaded_ids, n);
-		free(loaded_ids);
-		if (array == NULL) {
-			snprintf(err, errlen, "out of memory");
-			st = STATUS_NOMEM;
-			goto cleanup;
-		}
+			ids[r] = rows[r].inst.id;
+		array = uuid_array(ids, n);
+	}
+	if (array == NULL) {
+		snprintf(err, errlen, "out of memory");
+		st = STATUS_NOMEM;
+		goto cleanup;
 	}
 	st = load_steps(s, rows, n, array, err, errlen);
 cleanup:
 	PQclear(res);
+	free(ids);
 	free(array);
 	if (st != STATUS_OK) {
 		store_loaded_free(rows, n);
 		return st;
 	}
 	*out = rows;
-	*n_out = rows != NULL ? n : 0;
+	*n_out = n;
 	return STATUS_OK;
 }
 

@@ -589,3 +589,109 @@ Test(saga_flow, buffered_submits_and_wire_definitions_work_and_messages_carry_id
 	bus_unsubscribe(events);
 	check_invariants();
 }
+
+Test(saga_flow, a_reply_on_another_steps_subject_is_a_dead_letter)
+{
+	char ids[3][64];
+	char err[256];
+	int failed = 0;
+
+	flow_setup(&f, "t_forge");
+	flow_define(&f, order_yaml);
+	/* No payments participant yet: charge_card waits for its reply. */
+	flow_start_sagad(&f, NULL);
+	flow_start_participant(&f, "stock", NULL);
+	flow_start_participant(&f, "shipping", NULL);
+	start_many("order", 3);
+	for (int i = 0; i < 100 && flow_sql_long(&f, "SELECT count(*) FROM saga_step"
+	                                             " WHERE name = 'charge_card'"
+	                                             " AND state = 'running'") < 3;
+	     i++)
+		usleep(50 * 1000);
+	for (int i = 0; i < 3; i++) {
+		struct command_msg cmd;
+		struct bytes out = {0};
+		char sql[128], subject[256], msg_id[64];
+
+		snprintf(sql, sizeof(sql),
+		         "SELECT id FROM saga_instance ORDER BY id OFFSET %d LIMIT 1", i);
+		snprintf(ids[i], sizeof(ids[i]), "%s", flow_sql(&f, sql));
+		memset(&cmd, 0, sizeof(cmd));
+		snprintf(cmd.saga_id, sizeof(cmd.saga_id), "%s", ids[i]);
+		snprintf(cmd.correlation_id, sizeof(cmd.correlation_id), "%s", ids[i]);
+		snprintf(cmd.step, sizeof(cmd.step), "charge_card");
+		cmd.phase = PHASE_ACTION;
+		cmd.attempt = 1;
+		snprintf(cmd.idempotency_key, sizeof(cmd.idempotency_key), "%s/charge_card/a",
+		         ids[i]);
+		cr_assert_eq(codec_encode_reply(&cmd, OUTCOME_SUCCESS, (struct bytes){0}, "", "",
+		                                "forger", 0, &out),
+		             STATUS_OK);
+		/* The stock service answering for payments, on its own reply subject. */
+		snprintf(subject, sizeof(subject), "%s.reply.stock.reserve", f.prefix);
+		snprintf(msg_id, sizeof(msg_id), "forged-%d", i);
+		cr_assert_eq(bus_publish_async(f.bus, subject, msg_id, NULL, 0, out.data, out.len,
+		                               err, sizeof(err)),
+		             STATUS_OK, "%s", err);
+		free(out.data);
+	}
+	cr_assert_eq(bus_publish_wait(f.bus, 5000, &failed, err, sizeof(err)), STATUS_OK);
+	cr_assert_eq(failed, 0);
+	for (int i = 0; i < 100 && flow_sql_long(&f, "SELECT count(*) FROM saga_dead_letter") < 3;
+	     i++)
+		usleep(50 * 1000);
+	cr_assert_eq(flow_sql_long(&f,
+	                           "SELECT count(*) FROM saga_dead_letter"
+	                           " WHERE error_class = 'wrong_subject' AND step = 'charge_card'"
+	                           " AND reason LIKE '%.reply.payments.charge'"),
+	             3, "each forged reply is a dead letter naming the subject it must come on");
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_step WHERE name = 'charge_card'"
+	                               " AND state = 'succeeded'"),
+	             0, "and moves nothing");
+	/* The real service answers: every saga completes with its own charge. */
+	flow_start_participant(&f, "payments", NULL);
+	settle(3, 60000);
+	cr_assert_eq(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_instance WHERE state = 'completed'"),
+	        3);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM participant_effects"
+	                               " WHERE step = 'charge_card'"),
+	             3);
+	check_invariants();
+}
+
+Test(saga_flow, replies_waiting_in_the_stream_hold_step_timeouts_back)
+{
+	const char *const small_batches[] = {"SAGAD_REPLY_BATCH=2", NULL};
+
+	flow_setup(&f, "t_lag");
+	flow_define(&f, order_yaml);
+	flow_start_sagad(&f, small_batches);
+	flow_start_participant(&f, "stock", NULL);
+	flow_start_participant(&f, "payments", NULL);
+	flow_start_participant(&f, "shipping", NULL);
+	/* Every reserve_stock command waits at a paused stock service... */
+	flow_signal(&f, 1, SIGSTOP);
+	start_many("order", 40);
+	usleep(300 * 1000);
+	/* ...then sagad stops while stock answers them all, past their 2 s timeouts. */
+	flow_signal(&f, 0, SIGSTOP);
+	flow_signal(&f, 1, SIGCONT);
+	sleep(3);
+	flow_signal(&f, 0, SIGCONT);
+	/*
+	 * sagad reads the 40 answers 2 at a time; had it fired the timeouts due
+	 * meanwhile, steps that answered in time would be re-sent.
+	 */
+	settle(40, 60000);
+	if (flow_sql_long(&f, "SELECT count(*) FROM saga_transition WHERE event = 'timeout'") != 0)
+		flow_dump_logs(&f);
+	cr_assert_eq(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_instance WHERE state = 'completed'"),
+	        40);
+	cr_assert_eq(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_transition WHERE event = 'timeout'"),
+	        0, "no step timed out while its answer waited in sagad's reply stream");
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_step WHERE attempt > 1"), 0);
+	check_invariants();
+}
