@@ -136,8 +136,13 @@ post_saga(struct http *h, struct MHD_Connection *c, const char *name, struct req
 		msg = body;
 	} else {
 		json_error_t jerr;
-		json_t *input = json_loadb(req->body, req->len, JSON_DECODE_ANY, &jerr);
+		json_t *input;
 
+		/* The JSON body is the saga input itself: max_payload is its limit. */
+		if (req->len > (size_t)h->cfg->max_payload)
+			return respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE,
+			                     "body over the max_payload limit");
+		input = json_loadb(req->body, req->len, JSON_DECODE_ANY, &jerr);
 		if (input == NULL) {
 			snprintf(err, sizeof(err), "body is not JSON: %s (line %d, column %d)",
 			         jerr.text, jerr.line, jerr.column);
