@@ -296,7 +296,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 		return MHD_YES;
 	}
 	if (is_post && *upload_size > 0) {
-		size_t limit = (size_t)h->cfg->max_payload + 4096;
+		size_t limit = (size_t)h->cfg->max_payload + CODEC_ENVELOPE_MAX;
 
 		if (req->len + *upload_size > limit) {
 			req->too_large = 1;

@@ -159,7 +159,9 @@ one_saga_token(const char *prefix, const char *subject)
 static enum status
 queue_dead_submit(const struct apply_env *env, const struct intake_start *s, int64_t now_ms)
 {
+	size_t keep = (size_t)env->cfg->max_payload + CODEC_ENVELOPE_MAX;
 	struct store_dead_letter dl;
+	char reason[SAGA_ERROR_MAX + 64];
 	char headers[2048];
 	char subject[4096];
 	char key[128];
@@ -175,7 +177,14 @@ queue_dead_submit(const struct apply_env *env, const struct intake_start *s, int
 	dl.headers_json = headers;
 	dl.payload.data = (uint8_t *)bus_msg_data(s->msg);
 	dl.payload.len = bus_msg_len(s->msg);
-	dl.reason = s->answer.reason;
+	snprintf(reason, sizeof(reason), "%s", s->answer.reason);
+	if (dl.payload.len > keep) {
+		/* Its copy on the DLQ stream must still fit a message (see replies.c). */
+		dl.payload.len = keep;
+		snprintf(reason, sizeof(reason), "%s (first %zu bytes kept)", s->answer.reason,
+		         keep);
+	}
+	dl.reason = reason;
 	dl.error_class = s->dead_class;
 	dl.correlation_id =
 	        s->decoded && s->req.correlation_id[0] != '\0' ? s->req.correlation_id : NULL;

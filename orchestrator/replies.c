@@ -68,6 +68,7 @@ find_loaded(struct store_loaded *rows, int n, const char *id)
 static enum status
 queue_dead(const struct apply_env *env, struct reply_item *it, int64_t now_ms)
 {
+	size_t keep = (size_t)env->cfg->max_payload + CODEC_ENVELOPE_MAX;
 	struct store_dead_letter dl;
 	char headers[2048];
 	char subject[4096];
@@ -88,6 +89,15 @@ queue_dead(const struct apply_env *env, struct reply_item *it, int64_t now_ms)
 	dl.headers_json = headers;
 	dl.payload.data = (uint8_t *)bus_msg_data(it->msg);
 	dl.payload.len = bus_msg_len(it->msg);
+	if (dl.payload.len > keep) {
+		/*
+		 * Its copy on the DLQ stream (bytes plus headers and reason) must
+		 * still fit a message, or the outbox relay stalls on it for good.
+		 */
+		dl.payload.len = keep;
+		snprintf(it->reason + strlen(it->reason), sizeof(it->reason) - strlen(it->reason),
+		         " (first %zu bytes kept)", keep);
+	}
 	dl.reason = it->reason;
 	dl.error_class = it->error_class;
 	dl.saga_id = it->decoded ? it->reply.saga_id : NULL;
@@ -123,8 +133,8 @@ replies_apply(const struct apply_env *env, struct bus_msg **msgs, int n, int *ap
 
 		it->msg = msgs[i];
 		d = codec_decode_reply(bus_msg_data(it->msg), bus_msg_len(it->msg),
-		                       (size_t)env->cfg->max_payload + 4096, &it->reply, why,
-		                       sizeof(why));
+		                       (size_t)env->cfg->max_payload + CODEC_ENVELOPE_MAX,
+		                       &it->reply, why, sizeof(why));
 		if (d != STATUS_OK) {
 			mark_dead(it, d == STATUS_TOO_LARGE ? "oversized" : "undecodable", why);
 			continue;
