@@ -222,10 +222,10 @@ is_event_token(const char *t)
 
 /*
  * Every subject sagad published on is one it builds from allow-listed parts:
- * starts it forwards from HTTP name a valid saga, commands go to the
+ * a start it forwards from HTTP names a valid saga, commands go to the
  * definition's action subjects, events to <valid name>.<event>, dead letters
- * to a known class. Subjects the test sent itself are exempt; anything else
- * carrying the hostile marker anywhere fails.
+ * to a known class. Subjects the test sent itself are exempt; outside the
+ * test's prefix, nothing may carry the hostile marker.
  */
 static void
 assert_no_injection(void)
@@ -299,17 +299,15 @@ setup(const char *tag)
 
 /* sagad is still the same process, answers, and runs a normal saga to the end. */
 static void
-assert_still_serving(int with_participants)
+assert_still_serving(void)
 {
 	struct start_answer a;
 	char sql[160];
 
 	cr_assert_eq(harness_wait(f.procs[sagad], 0), -1, "sagad died");
-	if (with_participants) {
-		flow_start_participant(&f, "stock", NULL);
-		flow_start_participant(&f, "payments", NULL);
-		flow_start_participant(&f, "shipping", NULL);
-	}
+	flow_start_participant(&f, "stock", NULL);
+	flow_start_participant(&f, "payments", NULL);
+	flow_start_participant(&f, "shipping", NULL);
 	cr_assert_eq(
 	        flow_start_saga(&f, "order", "{\"after\":\"bad input\"}", "after-bad-input", &a),
 	        STATUS_OK);
@@ -569,7 +567,7 @@ Test(bad_input, every_bad_start_request_gets_a_clear_rejection)
 	             "a rejected start leaves nothing behind");
 	cr_expect_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_dead_letter"), 0,
 	             "a request/reply start is answered, not dead-lettered");
-	assert_still_serving(1);
+	assert_still_serving();
 	assert_no_injection();
 	cr_log_info("%d start cases", cases);
 }
@@ -805,7 +803,7 @@ Test(bad_input, every_bad_reply_becomes_one_dead_letter_with_its_reason)
 	         " ON s.saga_id = i.id WHERE i.id = '%s' AND s.name = 'reserve_stock'",
 	         waiting.saga_id);
 	cr_expect_str_eq(flow_sql(&f, sql), "running/running");
-	assert_still_serving(1);
+	assert_still_serving();
 	snprintf(sql, sizeof(sql), "SELECT state FROM saga_instance WHERE id = '%s'",
 	         waiting.saga_id);
 	for (int i = 0; i < 100 && strcmp(flow_sql(&f, sql), "completed") != 0; i++)
@@ -953,7 +951,7 @@ Test(bad_input, every_bad_submit_is_rejected_with_an_event_and_kept_as_a_dead_le
 	             STATUS_OK);
 	cr_expect_eq(cs.num_pending, 0);
 	cr_expect_eq(cs.num_ack_pending, 0, "every submit was acked");
-	assert_still_serving(1);
+	assert_still_serving();
 	cr_expect(flow_wait_settled(&f, accepted + 1, 30000), "the accepted submits finish");
 	flow_assert_invariants(&f, NULL, 0);
 	assert_no_injection();
@@ -1075,7 +1073,7 @@ Test(bad_input, every_bad_definition_is_refused_naming_the_field)
 	cr_expect_eq(flow_sql_long(&f, "SELECT max(version) FROM saga_definition"
 	                               " WHERE name = 'order'"),
 	             1, "order is untouched");
-	assert_still_serving(1);
+	assert_still_serving();
 	assert_no_injection();
 	cr_log_info("%d define cases", cases);
 }
@@ -1245,7 +1243,7 @@ Test(bad_input, every_bad_http_start_gets_a_clear_4xx)
 	cr_expect_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_instance"), accepted,
 	             "only the accepted starts made sagas");
 	cr_assert_eq(flow_http(port, "GET", "/healthz", NULL, NULL, path, sizeof(path)), 200);
-	assert_still_serving(1);
+	assert_still_serving();
 	assert_no_injection();
 	cr_log_info("%d HTTP cases", cases);
 }
