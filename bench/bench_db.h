@@ -23,7 +23,8 @@ void bench_db_close(struct bench_db *db);
 /*
  * Run one query with nparams text parameters and read the first row's first
  * nout columns as numbers into out (NULL and missing rows read as NaN).
- * STATUS_DB with PostgreSQL's message in err when the query fails.
+ * STATUS_DB with PostgreSQL's message in err when the query fails. A lost
+ * connection (PostgreSQL restarted) is reset and the query tried once more.
  */
 enum status bench_db_numbers(struct bench_db *db, const char *sql, int nparams,
                              const char *const *params, double *out, int nout, char *err,

@@ -60,6 +60,7 @@ struct settings {
 	const char *json;           /* JSON output path, or "" */
 	const char *watch;          /* name=pid,... process trees whose CPU is reported */
 	const char *pause_pids;     /* pid,... stopped during the outage */
+	const char *accepted_file;  /* write the keys of the accepted starts here, or "" */
 	double rate;                /* starts per second offered (sync: 0 = closed loop) */
 	double warmup;              /* seconds before the steady phase */
 	double duration;            /* seconds of the steady phase */
@@ -123,6 +124,9 @@ static const struct setting_def {
          "name=pid,... : report the CPU seconds of these processes and their children"},
         {"pause_pids", NULL, SET_TEXT, offsetof(struct settings, pause_pids), "", 0, 0,
          "pid,... : SIGSTOP these after the steady phase, SIGCONT after --pause-for"},
+        {"accepted_file", NULL, SET_TEXT, offsetof(struct settings, accepted_file), "", 0, 0,
+         "write the idempotency key (= correlation id) of every start answered accepted or "
+         "duplicate here, one per line, for an exact I1 check (every accepted start has a saga)"},
         {"rate", NULL, SET_NUMBER, offsetof(struct settings, rate), "100", 0, 100000,
          "starts offered per second (open loop); sync mode: 0 = as fast as the callers go"},
         {"warmup", NULL, SET_NUMBER, offsetof(struct settings, warmup), "5", 0, 3600,
@@ -1462,6 +1466,28 @@ resume_all(const int *pids, int n)
 		kill(pids[i], SIGCONT);
 }
 
+/* The keys of the starts answered accepted or duplicate, one per line; 0 when written. */
+static int
+write_accepted(struct bench *b, const char *path)
+{
+	FILE *f = fopen(path, "w");
+	size_t sent = atomic_load(&b->sent);
+
+	if (f == NULL) {
+		log_error("%s: %s", path, strerror(errno));
+		return -1;
+	}
+	for (size_t i = 0; i < sent && i < b->cap; i++) {
+		if (atomic_load(&b->recs[i].flags) & REC_ACCEPTED)
+			fprintf(f, "%s%zu\n", b->tag_prefix, i);
+	}
+	if (fclose(f) != 0) {
+		log_error("%s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 static int
 run_open(const struct settings *s, struct config *cfg)
 {
@@ -1817,6 +1843,8 @@ run_open(const struct settings *s, struct config *cfg)
 		res.sagad_cpu_s = res.sagad_cpu_run_s = res.sagad_peak_rss_mb = res.sagad_rss_mb =
 		        NAN;
 	}
+	if (s->accepted_file[0] != '\0' && write_accepted(b, s->accepted_file) != 0)
+		goto cleanup;
 	judge(b, &res);
 	print_table_open(b, &res, &pr);
 	write_json_open(b, &res, &pr, started);

@@ -674,7 +674,8 @@ codec_decode_start(const uint8_t *data, size_t len, size_t max_len, struct start
                    char *err, size_t errlen)
 {
 	Saga__V1__StartSagaRequest *m;
-	enum status st = check_size(len, max_len + 4096, "StartSagaRequest", err, errlen);
+	enum status st =
+	        check_size(len, max_len + CODEC_ENVELOPE_MAX, "StartSagaRequest", err, errlen);
 
 	memset(out, 0, sizeof(*out));
 	if (st != STATUS_OK)

@@ -26,6 +26,9 @@
 /* Largest encoded message any decoder accepts before even trying. */
 #define CODEC_MAX_MESSAGE (64 * 1024 * 1024)
 
+/* Room for a message's fields besides its max_payload-sized input or output. */
+#define CODEC_ENVELOPE_MAX 4096
+
 /* A decoded StepReply. Strings are copies; output points into the decoded message. */
 struct reply_msg {
 	char saga_id[SAGA_ID_LEN + 1];                 /* validated UUID text */

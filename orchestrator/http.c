@@ -136,8 +136,13 @@ post_saga(struct http *h, struct MHD_Connection *c, const char *name, struct req
 		msg = body;
 	} else {
 		json_error_t jerr;
-		json_t *input = json_loadb(req->body, req->len, JSON_DECODE_ANY, &jerr);
+		json_t *input;
 
+		/* The JSON body is the saga input itself: max_payload is its limit. */
+		if (req->len > (size_t)h->cfg->max_payload)
+			return respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE,
+			                     "body over the max_payload limit");
+		input = json_loadb(req->body, req->len, JSON_DECODE_ANY, &jerr);
 		if (input == NULL) {
 			snprintf(err, sizeof(err), "body is not JSON: %s (line %d, column %d)",
 			         jerr.text, jerr.line, jerr.column);
@@ -291,7 +296,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 		return MHD_YES;
 	}
 	if (is_post && *upload_size > 0) {
-		size_t limit = (size_t)h->cfg->max_payload + 4096;
+		size_t limit = (size_t)h->cfg->max_payload + CODEC_ENVELOPE_MAX;
 
 		if (req->len + *upload_size > limit) {
 			req->too_large = 1;

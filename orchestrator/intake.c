@@ -35,10 +35,12 @@ intake_prepare(struct intake_start *s, struct bus_msg *msg, size_t max_payload)
 	enum status st;
 
 	memset(s, 0, sizeof(*s));
+	s->msg = msg;
 	st = codec_decode_start(bus_msg_data(msg), bus_msg_len(msg), max_payload, &s->req, why,
 	                        sizeof(why));
 	if (st != STATUS_OK) {
 		reject(&s->answer, REJECT_INVALID, "%s", why);
+		s->dead_class = st == STATUS_TOO_LARGE ? "oversized" : "undecodable";
 		return;
 	}
 	s->decoded = 1;
@@ -49,15 +51,21 @@ intake_prepare(struct intake_start *s, struct bus_msg *msg, size_t max_payload)
 		if (!saga_valid_name(token)) {
 			reject(&s->answer, REJECT_INVALID, "no saga name in request or subject%s",
 			       "");
+			s->dead_class = "undecodable";
 			return;
 		}
 		snprintf(s->saga_name, sizeof(s->saga_name), "%s", token);
 	} else {
 		snprintf(s->saga_name, sizeof(s->saga_name), "%s", s->req.saga_name);
-		if (strcmp(token, "start") != 0 && strcmp(token, "submit") != 0 &&
-		    strcmp(token, s->saga_name) != 0) {
+		if (strcmp(token, s->saga_name) != 0) {
+			/* The token is the sender's bytes: shown cut to a name's length, as UTF-8. */
+			char shown[SAGA_NAME_MAX + 1];
+
+			snprintf(shown, sizeof(shown), "%s", token);
+			saga_utf8_scrub(shown);
 			reject(&s->answer, REJECT_INVALID,
-			       "saga_name does not match the subject's saga (%s)", token);
+			       "saga_name does not match the subject's saga (%s)", shown);
+			s->dead_class = "undecodable";
 			return;
 		}
 	}
@@ -121,6 +129,66 @@ accept_one(const struct apply_env *env, const struct saga_def *def, struct intak
 	}
 	free(inst); /* input is borrowed and outputs are empty: nothing else to release */
 	return st;
+}
+
+/* True when subject is <prefix>.start.<token> or <prefix>.submit.<token>: one token, no more. */
+static bool
+one_saga_token(const char *prefix, const char *subject)
+{
+	size_t n = strlen(prefix);
+	const char *rest;
+
+	if (strncmp(subject, prefix, n) != 0 || subject[n] != '.')
+		return false;
+	rest = subject + n + 1;
+	if (strncmp(rest, "start.", 6) == 0)
+		rest += 6;
+	else if (strncmp(rest, "submit.", 7) == 0)
+		rest += 7;
+	else
+		return false;
+	return rest[0] != '\0' && strchr(rest, '.') == NULL;
+}
+
+/*
+ * Keep a submit that cannot be processed as sent as a dead letter, with its
+ * raw bytes (I6): the source key (stream and sequence) records it once even
+ * when the batch is redelivered. Subject and headers are the sender's bytes:
+ * stored as UTF-8 text, or PostgreSQL refuses the batch.
+ */
+static enum status
+queue_dead_submit(const struct apply_env *env, const struct intake_start *s, int64_t now_ms)
+{
+	size_t keep = (size_t)env->cfg->max_payload + CODEC_ENVELOPE_MAX;
+	struct store_dead_letter dl;
+	char reason[SAGA_ERROR_MAX + 64];
+	char headers[2048];
+	char subject[4096];
+	char key[128];
+
+	bus_msg_headers_json(s->msg, headers, sizeof(headers));
+	saga_utf8_scrub(headers);
+	snprintf(subject, sizeof(subject), "%s", bus_msg_subject(s->msg));
+	saga_utf8_scrub(subject);
+	bus_msg_stream_seq(s->msg, key, sizeof(key));
+	memset(&dl, 0, sizeof(dl));
+	dl.source_subject = subject;
+	dl.source_key = key[0] != '\0' ? key : NULL;
+	dl.headers_json = headers;
+	dl.payload.data = (uint8_t *)bus_msg_data(s->msg);
+	dl.payload.len = bus_msg_len(s->msg);
+	snprintf(reason, sizeof(reason), "%s", s->answer.reason);
+	if (dl.payload.len > keep) {
+		/* Its copy on the DLQ stream must still fit a message (see replies.c). */
+		dl.payload.len = keep;
+		snprintf(reason, sizeof(reason), "%s (first %zu bytes kept)", s->answer.reason,
+		         keep);
+	}
+	dl.reason = reason;
+	dl.error_class = s->dead_class;
+	dl.correlation_id =
+	        s->decoded && s->req.correlation_id[0] != '\0' ? s->req.correlation_id : NULL;
+	return apply_queue_dead_letter(env, &dl, now_ms);
 }
 
 static enum status
@@ -232,9 +300,20 @@ intake_starts(const struct apply_env *env, struct intake_admission *adm,
 
 		if (s->answer.status != 0)
 			continue;
+		if (!one_saga_token(env->cfg->subject_prefix, bus_msg_subject(s->msg))) {
+			/* <prefix>.submit.> also delivers <prefix>.submit.x.order: not "order". */
+			reject(&s->answer, REJECT_INVALID,
+			       "subject: one saga name token after %s.start. or %s.submit.",
+			       env->cfg->subject_prefix, env->cfg->subject_prefix);
+			s->dead_class = "undecodable";
+			s->saga_name[0] = '\0'; /* the subject named no saga */
+			s->answer.saga_name[0] = '\0';
+			continue;
+		}
 		st = defcache_get(env->defs, env->db, s->saga_name, s->req.version, now_ms,
 		                  &defs[i], why, sizeof(why));
 		if (st == STATUS_NOT_FOUND) {
+			s->dead_class = "unknown_saga";
 			if (s->req.version != 0) {
 				char what[96];
 
@@ -300,6 +379,8 @@ intake_starts(const struct apply_env *env, struct intake_admission *adm,
 	for (int i = 0; i < n && st == STATUS_OK && from_submit; i++) {
 		if (starts[i].answer.status == START_REJECTED) {
 			st = queue_rejected_event(env, &starts[i], now_ms, queued_rejects++);
+			if (st == STATUS_OK && starts[i].dead_class != NULL)
+				st = queue_dead_submit(env, &starts[i], now_ms);
 		}
 	}
 	if (st != STATUS_OK)
@@ -374,6 +455,7 @@ intake_define(const struct apply_env *env, struct bus *bus, struct bus_msg *msg)
 		st = defcache_register(env->db, def, NULL, &version, &created, a.field,
 		                       sizeof(a.field), a.error, sizeof(a.error));
 	snprintf(a.name, sizeof(a.name), "%s", def->name);
+	saga_utf8_scrub(a.name); /* a rejected name is the sender's bytes: answered as UTF-8 */
 	if (st == STATUS_OK) {
 		a.status = created ? 1 : 2;
 		a.version = version;
@@ -381,7 +463,7 @@ intake_define(const struct apply_env *env, struct bus *bus, struct bus_msg *msg)
 		         created ? "registered" : "unchanged");
 	} else {
 		a.status = 3;
-		log_warn("definition %s rejected: %s%s%s", def->name, a.field,
+		log_warn("definition %s rejected: %s%s%s", a.name, a.field,
 		         a.field[0] != '\0' ? ": " : "", a.error);
 	}
 answer:

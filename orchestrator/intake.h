@@ -26,6 +26,8 @@ struct intake_start {
 	int decoded;                       /* req is valid */
 	char saga_name[SAGA_NAME_MAX + 1]; /* from the request or the subject */
 	struct start_answer answer;        /* filled by intake_starts */
+	struct bus_msg *msg;               /* the message (borrowed: the caller frees it) */
+	const char *dead_class;            /* dead-letter class of a bad submit, or NULL */
 };
 
 /*
@@ -35,7 +37,9 @@ struct intake_start {
  * transition, first commands and the STARTED event committed together). On a
  * database failure every start of the batch is answered REJECT_UNAVAILABLE.
  * Rejections of buffered starts (from_submit) are published as REJECTED
- * lifecycle events through the outbox.
+ * lifecycle events through the outbox; a submit that cannot be processed as
+ * sent (undecodable, invalid, oversized, a bad subject, an unknown saga) is
+ * also kept as a dead letter with its raw bytes, once per stream message.
  */
 enum status intake_starts(const struct apply_env *env, struct intake_admission *adm,
                           struct intake_start *starts, int n, int from_submit, char *err,
@@ -44,7 +48,8 @@ enum status intake_starts(const struct apply_env *env, struct intake_admission *
 /*
  * Prepare s from a message: decode, take the saga name from the subject's
  * last token when the request has none, and reject a mismatch. Sets
- * s->answer for requests that are rejected before any database work.
+ * s->answer for requests that are rejected before any database work. msg
+ * must stay valid until intake_release.
  */
 void intake_prepare(struct intake_start *s, struct bus_msg *msg, size_t max_payload);
 

@@ -89,18 +89,36 @@ from_its_target(const struct apply_env *env, const struct saga_def *def, int ste
 static enum status
 queue_dead(const struct apply_env *env, struct reply_item *it, int64_t now_ms)
 {
+	size_t keep = (size_t)env->cfg->max_payload + CODEC_ENVELOPE_MAX;
 	struct store_dead_letter dl;
 	char headers[2048];
+	char subject[4096];
 	char key[128];
 
+	/*
+	 * Subject and headers are whatever the sender put there: as text they
+	 * must be UTF-8, or PostgreSQL refuses the whole batch again and again.
+	 */
 	bus_msg_headers_json(it->msg, headers, sizeof(headers));
+	saga_utf8_scrub(headers);
+	snprintf(subject, sizeof(subject), "%s", bus_msg_subject(it->msg));
+	saga_utf8_scrub(subject);
 	bus_msg_stream_seq(it->msg, key, sizeof(key));
 	memset(&dl, 0, sizeof(dl));
-	dl.source_subject = bus_msg_subject(it->msg);
+	dl.source_subject = subject;
 	dl.source_key = key[0] != '\0' ? key : NULL;
 	dl.headers_json = headers;
 	dl.payload.data = (uint8_t *)bus_msg_data(it->msg);
 	dl.payload.len = bus_msg_len(it->msg);
+	if (dl.payload.len > keep) {
+		/*
+		 * Its copy on the DLQ stream (bytes plus headers and reason) must
+		 * still fit a message, or the outbox relay stalls on it for good.
+		 */
+		dl.payload.len = keep;
+		snprintf(it->reason + strlen(it->reason), sizeof(it->reason) - strlen(it->reason),
+		         " (first %zu bytes kept)", keep);
+	}
 	dl.reason = it->reason;
 	dl.error_class = it->error_class;
 	dl.saga_id = it->decoded ? it->reply.saga_id : NULL;
@@ -136,13 +154,21 @@ replies_apply(const struct apply_env *env, struct bus_msg **msgs, int n, int *ap
 
 		it->msg = msgs[i];
 		d = codec_decode_reply(bus_msg_data(it->msg), bus_msg_len(it->msg),
-		                       (size_t)env->cfg->max_payload + 4096, &it->reply, why,
-		                       sizeof(why));
+		                       (size_t)env->cfg->max_payload + CODEC_ENVELOPE_MAX,
+		                       &it->reply, why, sizeof(why));
 		if (d != STATUS_OK) {
 			mark_dead(it, d == STATUS_TOO_LARGE ? "oversized" : "undecodable", why);
 			continue;
 		}
 		it->decoded = 1;
+		if (it->reply.output.len > (size_t)env->cfg->max_payload) {
+			/* Outputs travel in every later command: the limit holds for them too. */
+			snprintf(why, sizeof(why),
+			         "StepReply.output: %zu bytes, over the %lld byte limit",
+			         it->reply.output.len, (long long)env->cfg->max_payload);
+			mark_dead(it, "oversized", why);
+			continue;
+		}
 		if (bus_msg_delivered(it->msg) >= (uint64_t)env->cfg->consumer_max_deliver) {
 			mark_dead(it, "max_deliver", "delivered too often without being applied");
 			continue;

@@ -233,3 +233,22 @@ saga_utf8_valid(const char *s, size_t len)
 	}
 	return true;
 }
+
+size_t
+saga_utf8_scrub(char *s)
+{
+	size_t len = strlen(s);
+	size_t changed = 0;
+
+	for (size_t i = 0; i < len;) {
+		size_t n = saga_utf8_len(s + i, len - i);
+
+		if (n == 0) {
+			s[i++] = '?';
+			changed++;
+		} else {
+			i += n;
+		}
+	}
+	return changed;
+}

@@ -163,6 +163,13 @@ size_t saga_utf8_len(const char *s, size_t avail);
 /* True when the len bytes at s are valid UTF-8. */
 bool saga_utf8_valid(const char *s, size_t len);
 
+/*
+ * Make the string s valid UTF-8 in place: every byte that does not start a
+ * valid character becomes '?' (PostgreSQL refuses text that is not UTF-8,
+ * strict protobuf readers refuse such strings). Returns how many bytes changed.
+ */
+size_t saga_utf8_scrub(char *s);
+
 /* Write a new random (version 4) UUID in text form; false if no randomness. */
 bool saga_new_id(char out[SAGA_ID_LEN + 1]);
 

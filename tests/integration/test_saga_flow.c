@@ -694,4 +694,103 @@ Test(saga_flow, replies_waiting_in_the_stream_hold_step_timeouts_back)
 	        0, "no step timed out while its answer waited in sagad's reply stream");
 	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_step WHERE attempt > 1"), 0);
 	check_invariants();
+
+/* Publish a SUCCESS reply for (saga, step, attempt 1) with Nats-Msg-Id msg_id. */
+static void
+publish_success(const char *saga_id, const char *step, const char *action, const char *msg_id)
+{
+	struct command_msg cmd;
+	struct bytes out = {0};
+	char subject[256], err[256];
+	int failed = 0;
+
+	memset(&cmd, 0, sizeof(cmd));
+	snprintf(cmd.saga_id, sizeof(cmd.saga_id), "%s", saga_id);
+	snprintf(cmd.correlation_id, sizeof(cmd.correlation_id), "%s", saga_id);
+	snprintf(cmd.step, sizeof(cmd.step), "%s", step);
+	cmd.phase = PHASE_ACTION;
+	cmd.attempt = 1;
+	snprintf(cmd.idempotency_key, sizeof(cmd.idempotency_key), "%s/%s/a", saga_id, step);
+	cr_assert_eq(codec_encode_reply(&cmd, OUTCOME_SUCCESS, (struct bytes){(uint8_t *)"{}", 2},
+	                                NULL, NULL, "test", 0, &out),
+	             STATUS_OK);
+	snprintf(subject, sizeof(subject), "%s.reply.%s", f.prefix, action);
+	cr_assert_eq(bus_publish_async(f.bus, subject, msg_id, NULL, 0, out.data, out.len, err,
+	                               sizeof(err)),
+	             STATUS_OK, "%s", err);
+	cr_assert_eq(bus_publish_wait(f.bus, 5000, &failed, err, sizeof(err)), STATUS_OK, "%s",
+	             err);
+	cr_assert_eq(failed, 0);
+	free(out.data);
+}
+
+/* Wait until the saga has n reply transitions (any outcome). */
+static void
+wait_replies(const char *saga_id, long n)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM saga_transition WHERE saga_id = '%s' AND event = 'reply'",
+	         saga_id);
+	for (int i = 0; i < 100 && flow_sql_long(&f, sql) < n; i++)
+		usleep(50 * 1000);
+	cr_assert_eq(flow_sql_long(&f, sql), n, "reply transitions of %s", saga_id);
+}
+
+Test(saga_flow, duplicate_and_out_of_order_replies_while_running_are_applied_once)
+{
+	/* A parallel group, so its second step's reply can come first. */
+	static const char yaml[] = "name: order\n"
+	                           "steps:\n"
+	                           "  - name: reserve_stock\n"
+	                           "    action: stock.reserve\n"
+	                           "    compensation: stock.release\n"
+	                           "    group: prepare\n"
+	                           "    timeout: 60s\n"
+	                           "  - name: charge_card\n"
+	                           "    action: payments.charge\n"
+	                           "    compensation: payments.refund\n"
+	                           "    group: prepare\n"
+	                           "    timeout: 60s\n"
+	                           "  - name: ship\n"
+	                           "    action: shipping.ship\n"
+	                           "    timeout: 60s\n";
+	struct start_answer a;
+	char sql[256];
+
+	flow_setup(&f, "t_reorder");
+	flow_define(&f, yaml);
+	flow_start_sagad(&f, NULL); /* no participants: the test answers the commands itself */
+	cr_assert_eq(flow_start_saga(&f, "order", "{}", NULL, &a), STATUS_OK);
+	cr_assert_eq(a.status, START_ACCEPTED);
+
+	/* Out of order: the group's second step answers first. */
+	publish_success(a.saga_id, "charge_card", "payments.charge", "r-charge");
+	wait_replies(a.saga_id, 1);
+	/* The same message again (same Nats-Msg-Id): the stream drops it, sagad never sees it. */
+	publish_success(a.saga_id, "charge_card", "payments.charge", "r-charge");
+	/* The same reply as a new message (a participant re-publishing): seen, changes nothing. */
+	publish_success(a.saga_id, "charge_card", "payments.charge", "r-charge-again");
+	wait_replies(a.saga_id, 2);
+	snprintf(sql, sizeof(sql),
+	         "SELECT state FROM saga_step WHERE saga_id = '%s' AND name = 'ship'", a.saga_id);
+	cr_assert_str_eq(flow_sql(&f, sql), "pending", "ship waits for the whole group");
+	publish_success(a.saga_id, "reserve_stock", "stock.reserve", "r-reserve");
+	publish_success(a.saga_id, "ship", "shipping.ship", "r-ship");
+	wait_replies(a.saga_id, 4);
+	/* Once more after the end. */
+	publish_success(a.saga_id, "ship", "shipping.ship", "r-ship-again");
+	wait_replies(a.saga_id, 5);
+	snprintf(sql, sizeof(sql),
+	         "SELECT string_agg(step || ':' || outcome, ',' ORDER BY seq) FROM saga_transition"
+	         " WHERE saga_id = '%s' AND event = 'reply'",
+	         a.saga_id);
+	cr_assert_str_eq(flow_sql(&f, sql),
+	                 "charge_card:applied,charge_card:duplicate,reserve_stock:applied,"
+	                 "ship:applied,ship:late");
+	snprintf(sql, sizeof(sql), "SELECT state FROM saga_instance WHERE id = '%s'", a.saga_id);
+	cr_assert_str_eq(flow_sql(&f, sql), "completed");
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_dead_letter"), 0);
+	flow_assert_invariants(&f, NULL, 0);
 }
