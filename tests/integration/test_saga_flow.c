@@ -694,6 +694,7 @@ Test(saga_flow, replies_waiting_in_the_stream_hold_step_timeouts_back)
 	        0, "no step timed out while its answer waited in sagad's reply stream");
 	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_step WHERE attempt > 1"), 0);
 	check_invariants();
+}
 
 /* Publish a SUCCESS reply for (saga, step, attempt 1) with Nats-Msg-Id msg_id. */
 static void
