@@ -838,6 +838,37 @@ bus_publish_async(struct bus *b, const char *subject, const char *msg_id,
 }
 
 enum status
+bus_publish_one(struct bus *b, const char *subject, const char *msg_id,
+                const struct bus_header *headers, int n_headers, const uint8_t *data, size_t len,
+                int timeout_ms, int *permanent, char *err, size_t errlen)
+{
+	natsMsg *m = NULL;
+	jsPubAck *ack = NULL;
+	jsPubOptions po;
+	jsErrCode jerr = 0;
+	natsStatus s = build_msg(&m, subject, NULL, headers, n_headers, data, len);
+
+	*permanent = 0;
+	jsPubOptions_Init(&po);
+	po.MaxWait = timeout_ms;
+	if (s == NATS_OK && msg_id != NULL && msg_id[0] != '\0')
+		s = natsMsgHeader_Set(m, "Nats-Msg-Id", msg_id);
+	if (s == NATS_OK)
+		s = js_PublishMsg(&ack, b->js, m, &po, &jerr);
+	natsMsg_Destroy(m);
+	jsPubAck_Destroy(ack);
+	if (s != NATS_OK) {
+		char what[300];
+
+		*permanent = s == NATS_MAX_PAYLOAD || jerr == JSStreamMessageExceedsMaximumErr;
+		snprintf(what, sizeof(what), "publishing to %s", subject);
+		set_nats_err(err, errlen, what, s, jerr);
+		return STATUS_NATS;
+	}
+	return STATUS_OK;
+}
+
+enum status
 bus_publish_wait(struct bus *b, int timeout_ms, int *failed, char *err, size_t errlen)
 {
 	jsPubOptions po;

@@ -158,6 +158,16 @@ enum status bus_publish_async(struct bus *b, const char *subject, const char *ms
 enum status bus_publish_wait(struct bus *b, int timeout_ms, int *failed, char *err,
                              size_t errlen) MUSTCHECK;
 
+/*
+ * Publish one message to JetStream and wait for its ack (timeout_ms). On
+ * failure *permanent is 1 when the message itself can never be stored (too
+ * large for the connection or the stream), 0 when trying again may work.
+ */
+enum status bus_publish_one(struct bus *b, const char *subject, const char *msg_id,
+                            const struct bus_header *headers, int n_headers, const uint8_t *data,
+                            size_t len, int timeout_ms, int *permanent, char *err,
+                            size_t errlen) MUSTCHECK;
+
 /* Core NATS request/reply (for clients: sagactl, tests, benchmarks). *reply is freed by the caller. */
 enum status bus_request(struct bus *b, const char *subject, const struct bus_header *headers,
                         int n_headers, const uint8_t *data, size_t len, int timeout_ms,

@@ -3,9 +3,11 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "codec.h"
 #include "failpoint.h"
+#include "log.h"
 #include "metrics.h"
 #include "saga.h"
 
@@ -147,6 +149,69 @@ relay_settle(struct relay *r, struct store *db, struct bus *bus, int timeout_ms,
 	return st;
 }
 
+/* What a dead letter keeps of an unpublishable row's payload. */
+#define UNPUBLISHABLE_KEEP_BYTES (64 * 1024)
+
+/*
+ * The batch publish failed: publish the rows one at a time, waiting for each
+ * ack. Rows the stream can never take (too large) become dead letters of
+ * class unpublishable, deleted with the others when the sweep commits; any
+ * other failure (NATS down) fails the pass, and everything stays.
+ */
+static enum status
+sweep_row_by_row(struct store *db, struct bus *bus, const struct store_outbox_row *rows, int n,
+                 int *unpublishable, char *err, size_t errlen)
+{
+	enum status st = store_batch_begin(db, err, errlen);
+
+	*unpublishable = 0;
+	for (int i = 0; i < n && st == STATUS_OK; i++) {
+		const struct store_outbox_row *r = &rows[i];
+		struct bus_header h[6] = {
+		        {HDR_CONTENT_TYPE, r->content_type},
+		        {HDR_CORRELATION_ID, r->correlation_id},
+		        {HDR_SAGA_ID, r->saga_id},
+		        {HDR_STEP, r->step},
+		        {HDR_ATTEMPT, r->attempt},
+		        {HDR_TRACEPARENT, r->traceparent},
+		};
+		struct store_dead_letter dl;
+		char why[400], reason[600], key[200];
+		int permanent = 0;
+
+		if (bus_publish_one(bus, r->subject, r->msg_id, h, 6, r->payload.data,
+		                    r->payload.len, RELAY_ACK_TIMEOUT_MS, &permanent, why,
+		                    sizeof(why)) == STATUS_OK)
+			continue;
+		if (!permanent) {
+			snprintf(err, errlen, "%s", why);
+			return STATUS_NATS;
+		}
+		snprintf(reason, sizeof(reason),
+		         "outbox row of %zu bytes cannot be published%s: %s", r->payload.len,
+		         r->payload.len > UNPUBLISHABLE_KEEP_BYTES ? " (first 64 KiB kept)" : "",
+		         why);
+		snprintf(key, sizeof(key), "outbox:%s", r->msg_id);
+		memset(&dl, 0, sizeof(dl));
+		dl.source_subject = r->subject;
+		dl.source_key = key;
+		dl.payload.data = r->payload.data;
+		dl.payload.len = r->payload.len > UNPUBLISHABLE_KEEP_BYTES
+		                         ? UNPUBLISHABLE_KEEP_BYTES
+		                         : r->payload.len;
+		dl.reason = reason;
+		dl.error_class = "unpublishable";
+		dl.saga_id = r->saga_id;
+		dl.correlation_id = r->correlation_id;
+		dl.step = r->step;
+		log_saga(LOG_ERROR, r->saga_id, r->correlation_id,
+		         "dead letter (unpublishable): %s", reason);
+		store_queue_dead_letter(db, &dl);
+		(*unpublishable)++;
+	}
+	return st;
+}
+
 enum status
 relay_sweep(struct store *db, struct bus *bus, int limit, int64_t min_age_ms, int *published,
             char *err, size_t errlen)
@@ -174,6 +239,18 @@ relay_sweep(struct store *db, struct bus *bus, int limit, int64_t min_age_ms, in
 	}
 	if (st == STATUS_OK && failed > 0)
 		st = STATUS_NATS;
+	if (st != STATUS_OK && n > 0) {
+		/* One row the stream can never take must not hold back the rows after it. */
+		int unpublishable = 0;
+		char why[512];
+
+		st = sweep_row_by_row(db, bus, rows, n, &unpublishable, why, sizeof(why));
+		if (st != STATUS_OK)
+			snprintf(err, errlen, "%s", why);
+		else if (unpublishable > 0)
+			log_error("%d outbox row(s) can never be published: moved to dead letters",
+			          unpublishable);
+	}
 	if (st == STATUS_OK && n > 0)
 		failpoint_pass(FP_AFTER_PUBLISH_BEFORE_DELETE);
 	done = store_outbox_done(db, st == STATUS_OK, st == STATUS_OK ? err : (char[64]){0},

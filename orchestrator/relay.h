@@ -45,8 +45,11 @@ int relay_unsettled(const struct relay *r);
 /*
  * One sweep pass: take up to limit rows written at least min_age_ms ago
  * (oldest first, skipping rows another relay holds), publish them, wait for
- * every ack, then delete them. Call relay_settle first (acks are counted per
- * connection). *published receives how many rows were published and deleted.
+ * every ack, then delete them. If the batch fails, rows are published one at
+ * a time: a row the stream refuses for its size becomes a dead letter
+ * (class unpublishable) and is deleted with the others; any other failure
+ * keeps every row for the next pass. Call relay_settle first (acks are
+ * counted per connection). *published receives how many rows were taken.
  */
 enum status relay_sweep(struct store *db, struct bus *bus, int limit, int64_t min_age_ms,
                         int *published, char *err, size_t errlen) MUSTCHECK;

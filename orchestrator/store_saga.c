@@ -606,7 +606,7 @@ store_outbox_done(struct store *s, int publish_ok, char *err, size_t errlen)
 	enum status st = STATUS_OK;
 
 	if (publish_ok) {
-		st = store_exec(s, "COMMIT", err, errlen);
+		st = store_commit(s, err, errlen); /* with the dead letters queued, if any */
 	} else {
 		store_rollback(s);
 	}

@@ -795,3 +795,50 @@ Test(saga_flow, duplicate_and_out_of_order_replies_while_running_are_applied_onc
 	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_dead_letter"), 0);
 	flow_assert_invariants(&f, NULL, 0);
 }
+
+Test(saga_flow, an_unpublishable_command_is_a_dead_letter_and_blocks_nothing)
+{
+	static const char yaml[] = "name: order\n"
+	                           "steps:\n"
+	                           "  - name: reserve_stock\n"
+	                           "    action: stock.reserve\n"
+	                           "    timeout: 1s\n"
+	                           "    retry: {max_attempts: 2, initial_backoff: 20ms}\n"
+	                           "  - name: charge_card\n"
+	                           "    action: payments.charge\n"
+	                           "  - name: ship\n"
+	                           "    action: shipping.ship\n";
+	const char *const small_messages[] = {"SAGAD_STREAM_MAX_MSG_SIZE=4KiB", NULL};
+	static char big[6000];
+	struct start_answer a;
+
+	flow_setup(&f, "t_unpub");
+	flow_define(&f, yaml);
+	flow_start_sagad(&f, small_messages);
+	flow_start_participant(&f, "stock", NULL);
+	flow_start_participant(&f, "payments", NULL);
+	flow_start_participant(&f, "shipping", NULL);
+	/* Its input makes every command of this saga larger than the streams take. */
+	memset(big, 'x', sizeof(big) - 16);
+	memcpy(big, "{\"pad\":\"", 8);
+	memcpy(big + sizeof(big) - 16, "\"}", 3);
+	cr_assert_eq(flow_start_saga(&f, "order", big, NULL, &a), STATUS_OK);
+	cr_assert_eq(a.status, START_ACCEPTED, "%s", a.reason);
+	start_many("order", 20);
+	settle(21, 90000);
+	cr_assert_eq(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_instance WHERE state = 'completed'"),
+	        20, "the other sagas' commands went out");
+	for (int i = 0; i < 50 && flow_sql_long(&f, "SELECT count(*) FROM saga_outbox") > 0; i++)
+		usleep(100 * 1000);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_outbox"), 0,
+	             "nothing stays in the outbox");
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_dead_letter"
+	                               " WHERE error_class = 'unpublishable'"
+	                               " AND step = 'reserve_stock'"
+	                               " AND reason LIKE '%cannot be published%'"),
+	             2, "each attempt's large command is a dead letter with its reason");
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM participant_effects"
+	                               " WHERE step = 'reserve_stock'"),
+	             20);
+}
