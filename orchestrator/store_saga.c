@@ -146,11 +146,20 @@ store_loaded_free(struct store_loaded *rows, int n)
 	free(rows);
 }
 
+/*
+ * Steps by saga id, one index probe per id: "saga_id = ANY(...)" lets the
+ * planner pick a sequential scan of saga_step for a batch of ids (saga_id
+ * alone is not unique), which grows with the table; the OFFSET 0 fence keeps
+ * the lateral subquery a per-id lookup.
+ */
 #define STEPS_SQL                                                                                  \
 	"SELECT saga_id::text, step_index, state, attempt, attempt_base, comp_attempt,"            \
-	" comp_attempt_base, " TS_MS("wake_at") ", COALESCE(completed_order, 0), uncertain,"       \
-	                                        " output, COALESCE(last_error, '')"                \
-	                                        " FROM saga_step WHERE saga_id = ANY($1::uuid[])"
+	" comp_attempt_base, " TS_MS(                                                              \
+	        "wake_at") ", COALESCE(completed_order, 0), uncertain,"                            \
+	                   " output, COALESCE(last_error, '')"                                     \
+	                   " FROM unnest($1::uuid[]) AS u(id) CROSS JOIN LATERAL"                  \
+	                   " (SELECT * FROM saga_step WHERE saga_id = u.id"                        \
+	                   " OFFSET 0) s"
 
 #define SAGAS_SQL                                                                                  \
 	"SELECT id::text, correlation_id, definition_name, definition_version, state, seq,"        \
