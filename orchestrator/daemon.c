@@ -147,6 +147,9 @@ pass_starts(struct daemon *d, int wait_ms)
 #define HOLD_BACK_MIN_MS 100
 #define HOLD_BACK_MAX_MS 60000
 
+/* Reply batches taken per start batch while replies queue up. */
+#define REPLY_PASSES_PER_START 4
+
 /* How often an empty submit stream is polled: buffered starts may wait this long. */
 #define SUBMIT_IDLE_POLL_MS 10
 
@@ -487,8 +490,19 @@ daemon_run(const struct config *cfg, struct store **db, struct bus *bus,
 		wrote += pass_submits(&d);
 		publish_committed(&d);
 		work += pass_defines(&d);
-		wrote += pass_replies(&d, 0);
-		publish_committed(&d);
+		/*
+		 * Replies finish what is in flight: while the stream holds more than
+		 * a batch, take up to REPLY_PASSES_PER_START batches before the next
+		 * start batch, so accepting new sagas cannot starve the running ones.
+		 */
+		for (int k = 0; k < REPLY_PASSES_PER_START; k++) {
+			int n = pass_replies(&d, 0);
+
+			publish_committed(&d);
+			wrote += n;
+			if (n < d.cfg->reply_batch)
+				break;
+		}
 		wrote += pass_timers(&d, 0);
 		publish_committed(&d);
 		work += wrote;
