@@ -13,6 +13,9 @@
 
 #define RELAY_ACK_TIMEOUT_MS 5000
 
+/* Row by row, each ack is awaited this long: with NATS down, one row fails fast for all. */
+#define RELAY_ROW_TIMEOUT_MS 1000
+
 /* Rows published right after their commit, waiting for their acks. */
 struct relay {
 	int64_t *ids; /* outbox ids */
@@ -47,6 +50,20 @@ relay_unsettled(const struct relay *r)
 	return r->n;
 }
 
+#define ROW_HEADERS 6
+
+/* The headers an outbox row is published with (Nats-Msg-Id is added by the bus). */
+static void
+row_headers(const struct store_outbox_row *r, struct bus_header h[ROW_HEADERS])
+{
+	h[0] = (struct bus_header){HDR_CONTENT_TYPE, r->content_type};
+	h[1] = (struct bus_header){HDR_CORRELATION_ID, r->correlation_id};
+	h[2] = (struct bus_header){HDR_SAGA_ID, r->saga_id};
+	h[3] = (struct bus_header){HDR_STEP, r->step};
+	h[4] = (struct bus_header){HDR_ATTEMPT, r->attempt};
+	h[5] = (struct bus_header){HDR_TRACEPARENT, r->traceparent};
+}
+
 /* Publish rows with Nats-Msg-Id and the saga's headers; stops at the first failure. */
 static enum status
 publish_rows(struct bus *bus, const struct store_outbox_row *rows, int n, int *sent, char *err,
@@ -57,16 +74,10 @@ publish_rows(struct bus *bus, const struct store_outbox_row *rows, int n, int *s
 	*sent = 0;
 	for (int i = 0; i < n && st == STATUS_OK; i++) {
 		const struct store_outbox_row *r = &rows[i];
-		struct bus_header h[6] = {
-		        {HDR_CONTENT_TYPE, r->content_type},
-		        {HDR_CORRELATION_ID, r->correlation_id},
-		        {HDR_SAGA_ID, r->saga_id},
-		        {HDR_STEP, r->step},
-		        {HDR_ATTEMPT, r->attempt},
-		        {HDR_TRACEPARENT, r->traceparent},
-		};
+		struct bus_header h[ROW_HEADERS];
 
-		st = bus_publish_async(bus, r->subject, r->msg_id, h, 6, r->payload.data,
+		row_headers(r, h);
+		st = bus_publish_async(bus, r->subject, r->msg_id, h, ROW_HEADERS, r->payload.data,
 		                       r->payload.len, err, errlen);
 		if (st == STATUS_OK)
 			(*sent)++;
@@ -167,20 +178,14 @@ sweep_row_by_row(struct store *db, struct bus *bus, const struct store_outbox_ro
 	*unpublishable = 0;
 	for (int i = 0; i < n && st == STATUS_OK; i++) {
 		const struct store_outbox_row *r = &rows[i];
-		struct bus_header h[6] = {
-		        {HDR_CONTENT_TYPE, r->content_type},
-		        {HDR_CORRELATION_ID, r->correlation_id},
-		        {HDR_SAGA_ID, r->saga_id},
-		        {HDR_STEP, r->step},
-		        {HDR_ATTEMPT, r->attempt},
-		        {HDR_TRACEPARENT, r->traceparent},
-		};
+		struct bus_header h[ROW_HEADERS];
 		struct store_dead_letter dl;
 		char why[400], reason[600], key[200];
 		int permanent = 0;
 
-		if (bus_publish_one(bus, r->subject, r->msg_id, h, 6, r->payload.data,
-		                    r->payload.len, RELAY_ACK_TIMEOUT_MS, &permanent, why,
+		row_headers(r, h);
+		if (bus_publish_one(bus, r->subject, r->msg_id, h, ROW_HEADERS, r->payload.data,
+		                    r->payload.len, RELAY_ROW_TIMEOUT_MS, &permanent, why,
 		                    sizeof(why)) == STATUS_OK)
 			continue;
 		if (!permanent) {
