@@ -1558,7 +1558,7 @@ participant_run_once(struct participant *p, int64_t timeout_ms, int *handled)
 	natsMsgList list = {0};
 	jsErrCode jerr = 0;
 	natsStatus s;
-	char err[512];
+	char err[512] = "";
 	int64_t last_progress;
 
 	*handled = 0;
@@ -1594,13 +1594,20 @@ participant_run_once(struct participant *p, int64_t timeout_ms, int *handled)
 		}
 		process_command(p, &p->slots[i], list.Msgs[i]);
 	}
-	if (!p->db_down && pg_exec(p->pg, "COMMIT", err, sizeof(err)) != STATUS_OK) {
+	/*
+	 * With the database gone mid-batch there is no COMMIT to send: the
+	 * transaction is lost, and so are the effects of the commands handled
+	 * before it went; their replies must not go out either.
+	 */
+	if (p->db_down || pg_exec(p->pg, "COMMIT", err, sizeof(err)) != STATUS_OK) {
 		/* Nothing of the batch is known to be recorded: every command comes again. */
 		char ignored[64];
 
-		if (PQstatus(p->pg) == CONNECTION_OK &&
+		if (!p->db_down && PQstatus(p->pg) == CONNECTION_OK &&
 		    pg_exec(p->pg, "ROLLBACK", ignored, sizeof(ignored)) != STATUS_OK)
 			db_failed(p, ignored);
+		if (p->db_down && err[0] == '\0')
+			snprintf(err, sizeof(err), "the database went away during the batch");
 		log_warn("participant %s: committing a batch of %d failed (%s): put back",
 		         p->durable, list.Count, err);
 		for (int i = 0; i < list.Count; i++) {
