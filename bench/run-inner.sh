@@ -45,12 +45,15 @@ else
 fi
 bin=$build/orchestrator
 sc_bin=$bin  # sagad and sagactl of the next scenario (--compare: the baseline's for B runs)
+participant=$build/examples/saga-participant
+sc_participant=$participant  # the participants of the next scenario (likewise)
 if [ -n "$compare" ]; then
 	[ -x "$compare/orchestrator/sagad" ] || { echo "run-inner.sh: no $compare/orchestrator/sagad" >&2; exit 2; }
 	bin_b=$(cd "$compare/orchestrator" && pwd -P)
+	participant_b=$compare/examples/saga-participant
+	[ -x "$participant_b" ] || participant_b=$participant
 fi
 bench=$build/bench/saga-bench
-participant=$build/examples/saga-participant
 logs=$out/logs
 mkdir -p "$logs"
 pg_pid=$(head -n 1 "$SAGAD_TEST_PG_DATA/postmaster.pid")
@@ -129,7 +132,7 @@ scenario_start() {
 		for svc in stock payments shipping; do
 			local extra=()
 			[ "$svc" = payments ] && extra=(--fail-rate "$fail")
-			"$participant" --service "$svc" --name "$svc-$k" --latency-ms "$lat_ms" \
+			"$sc_participant" --service "$svc" --name "$svc-$k" --latency-ms "$lat_ms" \
 				${extra[@]+"${extra[@]}"} >"$logs/$svc-$k-$name.log" 2>&1 &
 			sc_parts+=($!)
 		done
@@ -265,10 +268,10 @@ ladder() {  # ladder PREFIX: climb the rates; sets best and first_bad
 }
 if [ -n "$compare" ]; then
 	say "1 capacity of the baseline build ($compare)"
-	sc_bin=$bin_b
+	sc_bin=$bin_b sc_participant=$participant_b
 	ladder capB
 	echo "highest sustained rate of the baseline build: $best/s" | tee "$out/capacity-b.txt"
-	sc_bin=$bin
+	sc_bin=$bin sc_participant=$participant
 	say "1 capacity of this build"
 fi
 ladder cap
@@ -300,10 +303,10 @@ for i in $(seq 1 "$runs"); do
 	run_bench "lat-$i" --rate "$half" --warmup "$W" --duration "$LAT_D" --drain "$DRAIN"
 	if [ -n "$compare" ]; then
 		# The baseline build at the same rate, alternating, each on a fresh system.
-		sc_bin=$bin_b
+		sc_bin=$bin_b sc_participant=$participant_b
 		scenario_start "latb$i"
 		run_bench "latB-$i" --rate "$half" --warmup "$W" --duration "$LAT_D" --drain "$DRAIN"
-		sc_bin=$bin
+		sc_bin=$bin sc_participant=$participant
 		scenario_start "lat$i"
 	fi
 done

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pg_array.h"
 #include "store.h"
 #include "store_int.h"
 
@@ -124,109 +125,8 @@ const struct store_batch_statement store_batch_statements[STORE_T_COUNT] = {
                  9},
 };
 
-/* Make room for need more bytes in a column; a failure marks the batch failed. */
-static int
-col_reserve(struct store *s, struct store_col *c, size_t need)
-{
-	size_t cap = c->cap > 0 ? c->cap : 256;
-	char *grown;
-
-	if (c->len + need + 2 <= c->cap)
-		return 1;
-	while (cap < c->len + need + 2)
-		cap *= 2;
-	grown = realloc(c->buf, cap);
-	if (grown == NULL) {
-		s->queue_failed = 1;
-		snprintf(s->queue_err, sizeof(s->queue_err), "batch write: out of memory");
-		return 0;
-	}
-	c->buf = grown;
-	c->cap = cap;
-	return 1;
-}
-
-/* Start the next element: '{' before the first, ',' before the others. */
-static void
-col_sep(struct store_col *c)
-{
-	c->buf[c->len] = c->len == 0 ? '{' : ',';
-	c->len++;
-}
-
-/* Append a text element (NULL -> SQL NULL), quoted and escaped for an array literal. */
-static void
-col_text(struct store *s, struct store_col *c, const char *text)
-{
-	size_t n;
-
-	if (text == NULL) {
-		if (col_reserve(s, c, 5)) {
-			col_sep(c);
-			memcpy(c->buf + c->len, "NULL", 4);
-			c->len += 4;
-		}
-		return;
-	}
-	n = strlen(text);
-	if (!col_reserve(s, c, 2 * n + 3))
-		return;
-	col_sep(c);
-	c->buf[c->len++] = '"';
-	for (size_t i = 0; i < n; i++) {
-		if (text[i] == '"' || text[i] == '\\')
-			c->buf[c->len++] = '\\';
-		c->buf[c->len++] = text[i];
-	}
-	c->buf[c->len++] = '"';
-}
-
-/* Append a bytea element in hex form ("\\x..."), or SQL NULL when data is NULL. */
-static void
-col_bytes(struct store *s, struct store_col *c, const uint8_t *data, size_t len)
-{
-	static const char hex[] = "0123456789abcdef";
-
-	if (data == NULL) {
-		col_text(s, c, NULL);
-		return;
-	}
-	if (!col_reserve(s, c, 2 * len + 6))
-		return;
-	col_sep(c);
-	memcpy(c->buf + c->len, "\"\\\\x", 4);
-	c->len += 4;
-	for (size_t i = 0; i < len; i++) {
-		c->buf[c->len++] = hex[data[i] >> 4];
-		c->buf[c->len++] = hex[data[i] & 0xf];
-	}
-	c->buf[c->len++] = '"';
-}
-
-static void
-col_int(struct store *s, struct store_col *c, int64_t v)
-{
-	char buf[24];
-
-	snprintf(buf, sizeof(buf), "%" PRId64, v);
-	if (!col_reserve(s, c, strlen(buf)))
-		return;
-	col_sep(c);
-	memcpy(c->buf + c->len, buf, strlen(buf));
-	c->len += strlen(buf);
-}
-
-static void
-col_bool(struct store *s, struct store_col *c, int v)
-{
-	if (!col_reserve(s, c, 1))
-		return;
-	col_sep(c);
-	c->buf[c->len++] = v ? 't' : 'f';
-}
-
 /* The columns of table t, after counting one more row. */
-static struct store_col *
+static struct pg_array *
 row(struct store *s, enum store_table t)
 {
 	s->batch_rows[t]++;
@@ -241,7 +141,7 @@ store_batch_begin(struct store *s, char *err, size_t errlen)
 	for (int t = 0; t < STORE_T_COUNT; t++) {
 		s->batch_rows[t] = 0;
 		for (int c = 0; c < STORE_BATCH_MAX_COLS; c++)
-			s->batch_cols[t][c].len = 0;
+			pg_array_reset(&s->batch_cols[t][c]);
 	}
 	s->queue_failed = 0;
 	s->in_batch = 1;
@@ -256,12 +156,8 @@ store_batch_free(struct store *s)
 	s->committed = NULL;
 	s->cap_committed = 0;
 	for (int t = 0; t < STORE_T_COUNT; t++) {
-		for (int c = 0; c < STORE_BATCH_MAX_COLS; c++) {
-			free(s->batch_cols[t][c].buf);
-			s->batch_cols[t][c].buf = NULL;
-			s->batch_cols[t][c].len = 0;
-			s->batch_cols[t][c].cap = 0;
-		}
+		for (int c = 0; c < STORE_BATCH_MAX_COLS; c++)
+			pg_array_free(&s->batch_cols[t][c]);
 	}
 }
 
@@ -271,13 +167,12 @@ store_batch_params(struct store *s, enum store_table t, const char **values)
 	int n_cols = store_batch_statements[t].n_params;
 
 	for (int c = 0; c < n_cols; c++) {
-		struct store_col *col = &s->batch_cols[t][c];
-
-		if (!col_reserve(s, col, 2))
+		values[c] = pg_array_close(&s->batch_cols[t][c]);
+		if (values[c] == NULL) {
+			s->queue_failed = 1;
+			snprintf(s->queue_err, sizeof(s->queue_err), "batch write: out of memory");
 			return 0;
-		col->buf[col->len] = '}';
-		col->buf[col->len + 1] = '\0';
-		values[c] = col->buf;
+		}
 	}
 	return 1;
 }
@@ -286,38 +181,38 @@ void
 store_queue_insert_saga(struct store *s, const struct saga_def *def, const struct saga_inst *inst,
                         const char *idempotency_key, const char *labels_json)
 {
-	struct store_col *c = row(s, STORE_T_INS_SAGA);
+	struct pg_array *c = row(s, STORE_T_INS_SAGA);
 
-	col_text(s, &c[0], inst->id);
-	col_text(s, &c[1], inst->correlation_id);
-	col_text(s, &c[2], def->name);
-	col_int(s, &c[3], def->version);
-	col_text(s, &c[4], saga_state_name(inst->state));
-	col_bytes(s, &c[5], inst->input.data != NULL ? inst->input.data : (const uint8_t *)"",
-	          inst->input.len);
-	col_text(s, &c[6], idempotency_key != NULL ? idempotency_key : "");
-	col_text(s, &c[7], labels_json);
-	col_text(s, &c[8], inst->traceparent);
-	col_int(s, &c[9], inst->seq);
-	col_int(s, &c[10], inst->completions);
-	col_int(s, &c[11], inst->wake_at_ms);
-	col_int(s, &c[12], inst->deadline_at_ms);
-	col_text(s, &c[13], inst->last_error);
+	pg_array_text(&c[0], inst->id);
+	pg_array_text(&c[1], inst->correlation_id);
+	pg_array_text(&c[2], def->name);
+	pg_array_int(&c[3], def->version);
+	pg_array_text(&c[4], saga_state_name(inst->state));
+	pg_array_bytes(&c[5], inst->input.data != NULL ? inst->input.data : (const uint8_t *)"",
+	               inst->input.len);
+	pg_array_text(&c[6], idempotency_key != NULL ? idempotency_key : "");
+	pg_array_text(&c[7], labels_json);
+	pg_array_text(&c[8], inst->traceparent);
+	pg_array_int(&c[9], inst->seq);
+	pg_array_int(&c[10], inst->completions);
+	pg_array_int(&c[11], inst->wake_at_ms);
+	pg_array_int(&c[12], inst->deadline_at_ms);
+	pg_array_text(&c[13], inst->last_error);
 }
 
 void
 store_queue_update_saga(struct store *s, const struct saga_inst *inst, int progressed)
 {
-	struct store_col *c = row(s, STORE_T_UPD_SAGA);
+	struct pg_array *c = row(s, STORE_T_UPD_SAGA);
 
-	col_text(s, &c[0], inst->id);
-	col_text(s, &c[1], saga_state_name(inst->state));
-	col_int(s, &c[2], inst->seq);
-	col_int(s, &c[3], inst->completions);
-	col_int(s, &c[4], inst->wake_at_ms);
-	col_int(s, &c[5], inst->deadline_at_ms);
-	col_text(s, &c[6], inst->last_error);
-	col_bool(s, &c[7], progressed);
+	pg_array_text(&c[0], inst->id);
+	pg_array_text(&c[1], saga_state_name(inst->state));
+	pg_array_int(&c[2], inst->seq);
+	pg_array_int(&c[3], inst->completions);
+	pg_array_int(&c[4], inst->wake_at_ms);
+	pg_array_int(&c[5], inst->deadline_at_ms);
+	pg_array_text(&c[6], inst->last_error);
+	pg_array_bool(&c[7], progressed);
 }
 
 void
@@ -325,25 +220,25 @@ store_queue_steps(struct store *s, const struct saga_def *def, struct saga_inst 
 {
 	for (int i = 0; i < def->n_steps; i++) {
 		struct step_inst *st = &inst->steps[i];
-		struct store_col *c;
+		struct pg_array *c;
 
 		if (!st->dirty)
 			continue;
 		c = row(s, STORE_T_UPS_STEP);
-		col_text(s, &c[0], inst->id);
-		col_int(s, &c[1], i);
-		col_text(s, &c[2], def->steps[i].name);
-		col_text(s, &c[3], step_state_name(st->state));
-		col_int(s, &c[4], st->attempt);
-		col_int(s, &c[5], st->attempt_base);
-		col_int(s, &c[6], st->comp_attempt);
-		col_int(s, &c[7], st->comp_attempt_base);
-		col_int(s, &c[8], st->wake_at_ms);
-		col_int(s, &c[9], st->completed_order);
-		col_bool(s, &c[10], st->uncertain);
+		pg_array_text(&c[0], inst->id);
+		pg_array_int(&c[1], i);
+		pg_array_text(&c[2], def->steps[i].name);
+		pg_array_text(&c[3], step_state_name(st->state));
+		pg_array_int(&c[4], st->attempt);
+		pg_array_int(&c[5], st->attempt_base);
+		pg_array_int(&c[6], st->comp_attempt);
+		pg_array_int(&c[7], st->comp_attempt_base);
+		pg_array_int(&c[8], st->wake_at_ms);
+		pg_array_int(&c[9], st->completed_order);
+		pg_array_bool(&c[10], st->uncertain);
 		/* NULL keeps the stored output: it is written once, when the action succeeds. */
-		col_bytes(s, &c[11], st->output.len > 0 ? st->output.data : NULL, st->output.len);
-		col_text(s, &c[12], st->last_error);
+		pg_array_bytes(&c[11], st->output.len > 0 ? st->output.data : NULL, st->output.len);
+		pg_array_text(&c[12], st->last_error);
 		st->dirty = false;
 	}
 }
@@ -352,20 +247,21 @@ void
 store_queue_transition(struct store *s, const struct saga_def *def, const struct saga_inst *inst,
                        const struct plan *plan, const char *event_name)
 {
-	struct store_col *c = row(s, STORE_T_INS_TRANSITION);
+	struct pg_array *c = row(s, STORE_T_INS_TRANSITION);
 
-	col_text(s, &c[0], inst->id);
-	col_int(s, &c[1], plan->seq);
-	col_text(s, &c[2], inst->correlation_id);
-	col_text(s, &c[3], event_name);
-	col_text(s, &c[4], engine_verdict_name(plan->verdict));
-	col_text(s, &c[5],
-	         plan->from_state != 0 ? saga_state_name((enum saga_state)plan->from_state) : "");
-	col_text(s, &c[6], saga_state_name(plan->to_state));
-	col_text(s, &c[7], plan->step >= 0 ? def->steps[plan->step].name : "");
-	col_text(s, &c[8], plan->phase != 0 ? step_phase_name(plan->phase) : "");
-	col_int(s, &c[9], plan->attempt);
-	col_text(s, &c[10], plan->detail);
+	pg_array_text(&c[0], inst->id);
+	pg_array_int(&c[1], plan->seq);
+	pg_array_text(&c[2], inst->correlation_id);
+	pg_array_text(&c[3], event_name);
+	pg_array_text(&c[4], engine_verdict_name(plan->verdict));
+	pg_array_text(&c[5], plan->from_state != 0
+	                             ? saga_state_name((enum saga_state)plan->from_state)
+	                             : "");
+	pg_array_text(&c[6], saga_state_name(plan->to_state));
+	pg_array_text(&c[7], plan->step >= 0 ? def->steps[plan->step].name : "");
+	pg_array_text(&c[8], plan->phase != 0 ? step_phase_name(plan->phase) : "");
+	pg_array_int(&c[9], plan->attempt);
+	pg_array_text(&c[10], plan->detail);
 }
 
 void
@@ -374,34 +270,35 @@ store_queue_outbox(struct store *s, const char *subject, const char *msg_id,
                    const char *step, uint32_t attempt, const char *traceparent,
                    struct bytes payload)
 {
-	struct store_col *c = row(s, STORE_T_INS_OUTBOX);
+	struct pg_array *c = row(s, STORE_T_INS_OUTBOX);
 
-	col_text(s, &c[0], subject);
-	col_text(s, &c[1], msg_id);
-	col_text(s, &c[2], content_type);
-	col_text(s, &c[3], saga_id != NULL ? saga_id : "");
-	col_text(s, &c[4], correlation_id != NULL ? correlation_id : "");
-	col_text(s, &c[5], step != NULL ? step : "");
-	col_int(s, &c[6], attempt);
-	col_text(s, &c[7], traceparent != NULL ? traceparent : "");
-	col_bytes(s, &c[8], payload.data != NULL ? payload.data : (const uint8_t *)"", payload.len);
+	pg_array_text(&c[0], subject);
+	pg_array_text(&c[1], msg_id);
+	pg_array_text(&c[2], content_type);
+	pg_array_text(&c[3], saga_id != NULL ? saga_id : "");
+	pg_array_text(&c[4], correlation_id != NULL ? correlation_id : "");
+	pg_array_text(&c[5], step != NULL ? step : "");
+	pg_array_int(&c[6], attempt);
+	pg_array_text(&c[7], traceparent != NULL ? traceparent : "");
+	pg_array_bytes(&c[8], payload.data != NULL ? payload.data : (const uint8_t *)"",
+	               payload.len);
 }
 
 void
 store_queue_dead_letter(struct store *s, const struct store_dead_letter *dl)
 {
-	struct store_col *c = row(s, STORE_T_INS_DEAD_LETTER);
+	struct pg_array *c = row(s, STORE_T_INS_DEAD_LETTER);
 
-	col_text(s, &c[0], dl->source_subject);
-	col_text(s, &c[1], dl->source_key);
-	col_text(s, &c[2], dl->headers_json);
-	col_bytes(s, &c[3], dl->payload.data != NULL ? dl->payload.data : (const uint8_t *)"",
-	          dl->payload.len);
-	col_text(s, &c[4], dl->reason);
-	col_text(s, &c[5], dl->error_class);
-	col_text(s, &c[6], dl->saga_id != NULL ? dl->saga_id : "");
-	col_text(s, &c[7], dl->correlation_id != NULL ? dl->correlation_id : "");
-	col_text(s, &c[8], dl->step != NULL ? dl->step : "");
+	pg_array_text(&c[0], dl->source_subject);
+	pg_array_text(&c[1], dl->source_key);
+	pg_array_text(&c[2], dl->headers_json);
+	pg_array_bytes(&c[3], dl->payload.data != NULL ? dl->payload.data : (const uint8_t *)"",
+	               dl->payload.len);
+	pg_array_text(&c[4], dl->reason);
+	pg_array_text(&c[5], dl->error_class);
+	pg_array_text(&c[6], dl->saga_id != NULL ? dl->saga_id : "");
+	pg_array_text(&c[7], dl->correlation_id != NULL ? dl->correlation_id : "");
+	pg_array_text(&c[8], dl->step != NULL ? dl->step : "");
 }
 
 /* Hold a committed outbox result for store_outbox_committed; 0 when out of memory. */

@@ -4,6 +4,7 @@
 
 #include <libpq-fe.h>
 
+#include "pg_array.h"
 #include "status.h"
 #include "store.h"
 
@@ -19,13 +20,6 @@ enum store_table {
 };
 
 #define STORE_BATCH_MAX_COLS 14
-
-/* One column of a multi-row statement: the text of a PostgreSQL array literal. */
-struct store_col {
-	char *buf;  /* "{elem,elem" while rows are added (no closing brace) */
-	size_t len; /* bytes used */
-	size_t cap; /* bytes allocated (kept from batch to batch) */
-};
 
 /* A prepared multi-row statement: its parameters are the columns' arrays. */
 struct store_batch_statement {
@@ -48,8 +42,8 @@ struct store {
 	PGresult **committed; /* results of committed outbox inserts not yet taken */
 	int n_committed;      /* how many */
 	int cap_committed;    /* allocated */
-	int batch_rows[STORE_T_COUNT]; /* rows queued per table */
-	struct store_col batch_cols[STORE_T_COUNT][STORE_BATCH_MAX_COLS]; /* their columns */
+	int batch_rows[STORE_T_COUNT];                                   /* rows queued per table */
+	struct pg_array batch_cols[STORE_T_COUNT][STORE_BATCH_MAX_COLS]; /* their columns */
 };
 
 /* The columns an outbox row is read with (binary results), for store_outbox_rows. */

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "pg_array.h"
 
 #define NS_PER_MS                  INT64_C(1000000)
 #define DEFAULT_SUBJECT_PREFIX     "saga"
@@ -39,10 +40,32 @@ struct slot {
 	natsMsg *reply;                /* reply to publish (ours until nats.c takes it) */
 	enum fate fate;                /* see enum fate */
 	bool publish_failed;           /* the reply was refused or not acked in time */
-	char msg_id[MSG_ID_MAX];       /* Nats-Msg-Id of the reply */
-	char saga_id[SAGA_ID_LEN + 1]; /* for log lines */
+	bool decoded;                  /* msg holds the decoded command (slot_release frees it) */
+	bool tomb;                     /* a compensation: action_key is the action it undoes */
+	bool tomb_written;             /* its handler ran: the tombstone goes in at commit */
+	bool record;                   /* outcome and res go into the ledger at commit */
+	int stored_row;                /* its row in the batch's ledger lookup, or -1 */
+	enum reply_outcome outcome;    /* the answer */
+	struct command_msg msg;        /* the decoded command */
+	struct participant_result res; /* the handler's (or the ledger's) answer */
+	char action_key[SAGA_KEY_MAX + 1];             /* the undone action's ledger key (tomb) */
+	char msg_id[MSG_ID_MAX];                       /* Nats-Msg-Id of the reply */
+	char saga_id[SAGA_ID_LEN + 1];                 /* for log lines */
 	char correlation_id[SAGA_CORRELATION_MAX + 1]; /* for log lines */
 	char publish_error[192];                       /* why the publish failed */
+};
+
+/* The array parameters of the batch's statements (participant.arrays). */
+enum batch_array {
+	ARR_LOCKS = 0,   /* lock values of every key of the batch */
+	ARR_KEYS,        /* the batch's own keys, looked up in the ledger */
+	ARR_REC_KEY,     /* answers recorded at commit: keys */
+	ARR_REC_OUTCOME, /* their outcomes */
+	ARR_REC_OUTPUT,  /* their outputs */
+	ARR_REC_CODE,    /* their error codes */
+	ARR_REC_MESSAGE, /* their error messages */
+	ARR_TOMB_KEY,    /* tombstones written at commit: the undone actions' keys */
+	ARR_COUNT
 };
 
 struct participant {
@@ -79,11 +102,13 @@ struct participant {
 	bool collecting;       /* a batch's replies are in flight */
 	struct slot *slots;    /* batch entries */
 	int n_slots;           /* entries in use */
+	struct pg_array arrays[ARR_COUNT]; /* the batch's array parameters (buffers kept) */
 };
 
 struct participant_txn {
 	struct participant *p;   /* the participant */
 	bool failed;             /* a handler statement failed: the transaction is aborted */
+	bool savepoint;          /* SAVEPOINT h is set: the handler's writes can be undone */
 	enum status fail_status; /* how */
 	char fail_error[256];    /* PostgreSQL's message */
 };
@@ -283,16 +308,109 @@ participant_set_error(struct participant_result *res, const char *code, const ch
 	va_end(ap);
 }
 
+/* ---- pipelines ---- */
+
+/* One statement of a pipeline. */
+struct pipe_stmt {
+	const char *sql;           /* statement text */
+	int n_params;              /* parameters */
+	const char *const *values; /* their values */
+	const int *lengths;        /* binary parameters' lengths, or NULL */
+	const int *formats;        /* 1 = binary parameter, or NULL (all text) */
+	int binary;                /* results in binary */
+	bool keep;                 /* hand the result to the caller (res) */
+	PGresult *res;             /* out: the result when keep and it succeeded */
+};
+
+/*
+ * Send n statements and one sync, then read every result: one round trip.
+ * STATUS_OK when all succeeded; otherwise the first failure's status and
+ * message in err, *failed_at its index (the server skips the rest). Kept
+ * results are the caller's to PQclear, also on failure.
+ */
+static enum status
+pg_pipeline(PGconn *conn, struct pipe_stmt *stmts, int n, int *failed_at, char *err, size_t errlen)
+{
+	enum status st = STATUS_OK;
+	PGresult *res;
+	int idx = 0;
+
+	*failed_at = -1;
+	if (PQenterPipelineMode(conn) != 1) {
+		set_pg_err(err, errlen, "entering pipeline mode", PQerrorMessage(conn));
+		return PQstatus(conn) == CONNECTION_OK ? STATUS_DB : STATUS_DB_RETRY;
+	}
+	for (int i = 0; i < n; i++) {
+		stmts[i].res = NULL;
+		if (PQsendQueryParams(conn, stmts[i].sql, stmts[i].n_params, NULL, stmts[i].values,
+		                      stmts[i].lengths, stmts[i].formats, stmts[i].binary) != 1) {
+			set_pg_err(err, errlen, "sending a statement", PQerrorMessage(conn));
+			*failed_at = i;
+			st = STATUS_DB_RETRY;
+			break;
+		}
+	}
+	if (PQpipelineSync(conn) != 1 && st == STATUS_OK) {
+		set_pg_err(err, errlen, "sending a statement", PQerrorMessage(conn));
+		st = STATUS_DB_RETRY;
+	}
+	/* Each statement's result, then NULL; PGRES_PIPELINE_SYNC after the last. */
+	for (;;) {
+		res = PQgetResult(conn);
+		if (res == NULL) {
+			if (PQstatus(conn) == CONNECTION_BAD) {
+				if (st == STATUS_OK)
+					set_pg_err(err, errlen, "PostgreSQL", PQerrorMessage(conn));
+				st = STATUS_DB_RETRY;
+				break;
+			}
+			idx++;
+			continue;
+		}
+		if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+			PQclear(res);
+			break;
+		}
+		if (PQresultStatus(res) != PGRES_COMMAND_OK &&
+		    PQresultStatus(res) != PGRES_TUPLES_OK) {
+			if (st == STATUS_OK) {
+				st = pg_status(res, conn);
+				set_pg_err(err, errlen, "PostgreSQL", PQresultErrorMessage(res));
+				*failed_at = idx;
+			}
+			PQclear(res);
+			continue;
+		}
+		if (idx < n && stmts[idx].keep && stmts[idx].res == NULL)
+			stmts[idx].res = res;
+		else
+			PQclear(res);
+	}
+	if (PQexitPipelineMode(conn) != 1 && st == STATUS_OK) {
+		set_pg_err(err, errlen, "leaving pipeline mode", PQerrorMessage(conn));
+		st = STATUS_DB_RETRY;
+	}
+	return st;
+}
+
 /* ---- handler SQL ---- */
 
-/* Shared part of participant_exec / participant_query: NULL result when refused. */
+/*
+ * Shared part of participant_exec / participant_query: NULL result when
+ * refused. The command's SAVEPOINT h is set by its first statement, in the
+ * same round trip, so a handler without SQL costs no savepoint at all.
+ */
 static enum status
 txn_run(struct participant_txn *tx, const char *sql, int nparams, const char *const *params,
         PGresult **out, char *err, size_t errlen)
 {
 	PGconn *conn = tx->p->pg;
-	PGresult *res;
-	ExecStatusType rs;
+	struct pipe_stmt stmts[2] = {
+	        {.sql = "SAVEPOINT h"},
+	        {.sql = sql, .n_params = nparams, .values = params, .keep = true},
+	};
+	int first = tx->savepoint ? 1 : 0;
+	int failed_at;
 	enum status st;
 
 	*out = NULL;
@@ -305,15 +423,14 @@ txn_run(struct participant_txn *tx, const char *sql, int nparams, const char *co
 		snprintf(err, errlen, "participant_exec: invalid arguments");
 		return STATUS_INVALID;
 	}
-	res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
-	rs = PQresultStatus(res);
-	if (rs == PGRES_COMMAND_OK || rs == PGRES_TUPLES_OK) {
-		*out = res;
+	st = pg_pipeline(conn, stmts + first, 2 - first, &failed_at, err, errlen);
+	if (first == 0 && (st == STATUS_OK || failed_at > 0))
+		tx->savepoint = true;
+	if (st == STATUS_OK) {
+		*out = stmts[1].res;
 		return STATUS_OK;
 	}
-	st = pg_status(res, conn);
-	set_pg_err(err, errlen, "PostgreSQL", PQresultErrorMessage(res));
-	PQclear(res);
+	PQclear(stmts[1].res);
 	tx->failed = true;
 	tx->fail_status = st;
 	snprintf(tx->fail_error, sizeof(tx->fail_error), "%s", err);
@@ -945,6 +1062,8 @@ participant_close(struct participant *p)
 	PQfinish(p->pg);
 	free(p->search_path_sql);
 	free(p->slots);
+	for (int k = 0; k < ARR_COUNT; k++)
+		pg_array_free(&p->arrays[k]);
 	if (p->mu_ready)
 		pthread_mutex_destroy(&p->mu);
 	free(p);
@@ -1011,210 +1130,199 @@ action_key_of(const char *key, char *out, size_t outlen)
 	return true;
 }
 
-/* Transaction-scoped lock on one ledger key: deliveries of one key run one after the other. */
-static enum status
-lock_key(struct participant *p, const char *consumer, const char *key, char *err, size_t errlen)
+/* The ledger row of a compensated action: its action must never run after it. */
+#define TOMB_CODE    "compensated"
+#define TOMB_MESSAGE "the step was compensated; its action must not run any more"
+
+/*
+ * Every lock of the batch, in one order for every participant (by lock
+ * value), so two batches sharing keys wait for each other instead of
+ * deadlocking. Transaction-scoped: released by the COMMIT.
+ */
+#define LOCK_SQL                                                                                   \
+	"SELECT count(pg_advisory_xact_lock(s.h)) FROM (SELECT DISTINCT"                           \
+	" hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY 1) AS s"
+
+/* The recorded answers of the batch's keys (binary results: bytea as is). */
+#define LOOKUP_SQL                                                                                 \
+	"SELECT idempotency_key, outcome, output, error_code, error_message"                       \
+	" FROM participant_ledger WHERE consumer = $1 AND idempotency_key = ANY($2::text[])"
+
+#define RECORD_SQL                                                                                 \
+	"INSERT INTO participant_ledger"                                                           \
+	" (consumer, idempotency_key, outcome, output, error_code, error_message)"                 \
+	" SELECT $1, u.k, u.o, u.out, u.code, u.msg FROM unnest($2::text[], $3::smallint[],"       \
+	" $4::bytea[], $5::text[], $6::text[]) AS u(k, o, out, code, msg)"
+
+#define TOMB_SQL                                                                                   \
+	"INSERT INTO participant_ledger"                                                           \
+	" (consumer, idempotency_key, outcome, error_code, error_message)"                         \
+	" SELECT $1, k, 3, $3, $4 FROM unnest($2::text[]) AS k ON CONFLICT DO NOTHING"
+
+/* The lock value of one ledger key: "<consumer> <key>". */
+static void
+add_lock(struct pg_array *locks, const char *consumer, const char *key)
 {
 	char lock[LOCK_KEY_MAX + 1];
-	const char *params[1] = {lock};
-	PGresult *res;
-	enum status st = STATUS_OK;
 
 	snprintf(lock, sizeof(lock), "%s %s", consumer, key);
-	res = PQexecParams(p->pg, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", 1, NULL,
-	                   params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		st = pg_status(res, p->pg);
-		set_pg_err(err, errlen, "locking the idempotency key", PQresultErrorMessage(res));
-	}
-	PQclear(res);
-	return st;
+	pg_array_text(locks, lock);
 }
 
 /*
- * Look the key up. STATUS_OK with the stored outcome, output and error in
- * *outcome / res; STATUS_NOT_FOUND when the key is new.
+ * One round trip opens the batch: BEGIN, the lock of every key (and of the
+ * action each compensation undoes), the recorded answers of the batch's keys.
+ * *lookup gets the answers (each slot's stored_row points into it; NULL when
+ * no command was decoded).
  */
 static enum status
-ledger_lookup(struct participant *p, const char *key, enum reply_outcome *outcome,
-              struct participant_result *res, char *err, size_t errlen)
+batch_begin(struct participant *p, int n, PGresult **lookup, char *err, size_t errlen)
 {
-	const char *params[2] = {p->durable, key};
-	PGresult *r;
-	enum status st = STATUS_OK;
-	const unsigned char *v;
-	int out;
+	struct pg_array *locks = &p->arrays[ARR_LOCKS], *keys = &p->arrays[ARR_KEYS];
+	const char *lock_param[1], *lookup_params[2];
+	struct pipe_stmt stmts[3] = {
+	        {.sql = "BEGIN"},
+	        {.sql = LOCK_SQL, .n_params = 1, .values = lock_param},
+	        {.sql = LOOKUP_SQL,
+	         .n_params = 2,
+	         .values = lookup_params,
+	         .binary = 1,
+	         .keep = true},
+	};
+	int failed_at, used = 0;
+	enum status st;
 
-	r = PQexecParams(p->pg,
-	                 "SELECT outcome, output, error_code, error_message FROM participant_ledger"
-	                 " WHERE consumer = $1 AND idempotency_key = $2 FOR UPDATE",
-	                 2, NULL, params, NULL, NULL, 1 /* binary results: bytea as is */);
-	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-		st = pg_status(r, p->pg);
-		set_pg_err(err, errlen, "reading participant_ledger", PQresultErrorMessage(r));
-		goto cleanup;
+	*lookup = NULL;
+	pg_array_reset(locks);
+	pg_array_reset(keys);
+	for (int i = 0; i < n; i++) {
+		struct slot *sl = &p->slots[i];
+
+		if (!sl->decoded)
+			continue;
+		used++;
+		add_lock(locks, p->durable, sl->msg.idempotency_key);
+		if (sl->tomb)
+			add_lock(locks, p->tomb_consumer, sl->action_key);
+		pg_array_text(keys, sl->msg.idempotency_key);
 	}
-	if (PQntuples(r) == 0) {
-		st = STATUS_NOT_FOUND;
-		goto cleanup;
+	if (used == 0)
+		return STATUS_OK;
+	lock_param[0] = pg_array_close(locks);
+	lookup_params[0] = p->durable;
+	lookup_params[1] = pg_array_close(keys);
+	if (lock_param[0] == NULL || lookup_params[1] == NULL) {
+		snprintf(err, errlen, "opening the batch: out of memory");
+		return STATUS_NOMEM;
 	}
-	v = (const unsigned char *)PQgetvalue(r, 0, 0);
-	out = PQgetlength(r, 0, 0) == 2 ? (int)(int16_t)(uint16_t)((v[0] << 8) | v[1]) : 0;
+	st = pg_pipeline(p->pg, stmts, 3, &failed_at, err, errlen);
+	if (st != STATUS_OK) {
+		PQclear(stmts[2].res);
+		return st;
+	}
+	*lookup = stmts[2].res;
+	for (int r = 0; r < PQntuples(*lookup); r++) {
+		const char *key = PQgetvalue(*lookup, r, 0);
+
+		for (int i = 0; i < n; i++) {
+			struct slot *sl = &p->slots[i];
+
+			if (sl->decoded && strcmp(sl->msg.idempotency_key, key) == 0)
+				sl->stored_row = r;
+		}
+	}
+	return STATUS_OK;
+}
+
+/* A recorded answer (row r of the batch's lookup) into sl. */
+static enum status
+read_stored(const PGresult *lookup, int r, struct slot *sl, char *err, size_t errlen)
+{
+	const unsigned char *v = (const unsigned char *)PQgetvalue(lookup, r, 1);
+	int out = PQgetlength(lookup, r, 1) == 2 ? (int)(int16_t)(uint16_t)((v[0] << 8) | v[1]) : 0;
+	enum status st;
+
 	if (out != OUTCOME_SUCCESS && out != OUTCOME_PERMANENT_FAILURE) {
 		snprintf(err, errlen, "participant_ledger: stored outcome %d is not a final one",
 		         out);
-		st = STATUS_DB;
-		goto cleanup;
+		return STATUS_DB;
 	}
-	*outcome = (enum reply_outcome)out;
-	if (out == OUTCOME_SUCCESS && !PQgetisnull(r, 0, 1)) {
+	sl->outcome = (enum reply_outcome)out;
+	if (out == OUTCOME_SUCCESS && !PQgetisnull(lookup, r, 2)) {
 		/* Recorded earlier: sent as it is, even if max_payload was lowered since. */
-		st = result_copy_output(res, PQgetvalue(r, 0, 1), (size_t)PQgetlength(r, 0, 1));
+		st = result_copy_output(&sl->res, PQgetvalue(lookup, r, 2),
+		                        (size_t)PQgetlength(lookup, r, 2));
 		if (st != STATUS_OK) {
 			snprintf(err, errlen, "participant_ledger: stored output: %s",
 			         status_name(st));
-			goto cleanup;
+			return st;
 		}
 	}
-	if (!PQgetisnull(r, 0, 2))
-		snprintf(res->error_code, sizeof(res->error_code), "%.*s", PQgetlength(r, 0, 2),
-		         PQgetvalue(r, 0, 2));
-	if (!PQgetisnull(r, 0, 3))
-		snprintf(res->error_message, sizeof(res->error_message), "%.*s",
-		         PQgetlength(r, 0, 3), PQgetvalue(r, 0, 3));
-cleanup:
-	PQclear(r);
-	return st;
+	if (!PQgetisnull(lookup, r, 3))
+		snprintf(sl->res.error_code, sizeof(sl->res.error_code), "%.*s",
+		         PQgetlength(lookup, r, 3), PQgetvalue(lookup, r, 3));
+	if (!PQgetisnull(lookup, r, 4))
+		snprintf(sl->res.error_message, sizeof(sl->res.error_message), "%.*s",
+		         PQgetlength(lookup, r, 4), PQgetvalue(lookup, r, 4));
+	return STATUS_OK;
 }
-
-static enum status
-ledger_insert(struct participant *p, const char *key, enum reply_outcome outcome,
-              const struct participant_result *res, char *err, size_t errlen)
-{
-	char oc[8];
-	const char *params[6];
-	int lengths[6] = {0};
-	int formats[6] = {0};
-	PGresult *r;
-	enum status st = STATUS_OK;
-
-	snprintf(oc, sizeof(oc), "%d", (int)outcome);
-	params[0] = p->durable;
-	params[1] = key;
-	params[2] = oc;
-	params[3] = outcome == OUTCOME_SUCCESS && res->output.len > 0
-	                    ? (const char *)res->output.data
-	                    : NULL;
-	lengths[3] = (int)res->output.len;
-	formats[3] = 1; /* binary bytea */
-	params[4] = res->error_code[0] != '\0' ? res->error_code : NULL;
-	params[5] = res->error_message[0] != '\0' ? res->error_message : NULL;
-	r = PQexecParams(p->pg,
-	                 "INSERT INTO participant_ledger"
-	                 " (consumer, idempotency_key, outcome, output, error_code, error_message)"
-	                 " VALUES ($1, $2, $3, $4, $5, $6)",
-	                 6, NULL, params, lengths, formats, 0);
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		st = pg_status(r, p->pg);
-		set_pg_err(err, errlen, "recording the outcome", PQresultErrorMessage(r));
-	}
-	PQclear(r);
-	return st;
-}
-
-/* Compensation seen: the action of the same step must never run after it. */
-static enum status
-ledger_tombstone(struct participant *p, const char *action_key, char *err, size_t errlen)
-{
-	const char *params[2] = {p->tomb_consumer, action_key};
-	PGresult *r;
-	enum status st = STATUS_OK;
-
-	r = PQexecParams(p->pg,
-	                 "INSERT INTO participant_ledger"
-	                 " (consumer, idempotency_key, outcome, error_code, error_message)"
-	                 " VALUES ($1, $2, 3, 'compensated',"
-	                 " 'the step was compensated; its action must not run any more')"
-	                 " ON CONFLICT DO NOTHING",
-	                 2, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		st = pg_status(r, p->pg);
-		set_pg_err(err, errlen, "recording the tombstone", PQresultErrorMessage(r));
-	}
-	PQclear(r);
-	return st;
-}
-
-/* How the command's transaction ended, for the log line. */
-enum txn_path {
-	PATH_HANDLED = 0, /* the handler ran */
-	PATH_STORED,      /* the recorded reply was reused */
-};
 
 /*
- * One command inside the batch's transaction, under its own savepoint: lock,
- * look up, run the handler or reuse the stored reply, record. On failure the
- * command's work is rolled back to its savepoint and err says why (the caller
- * puts the command back); the rest of the batch goes on. The batch commits
- * once (participant_run_once), so a batch costs one WAL flush, not one each.
+ * The answer an earlier command of this batch recorded for slot i's key (a
+ * redelivery in the same batch), or a tombstone one wrote for it: true and
+ * copied into the slot, as if read from the ledger.
  */
-static enum status
-run_transaction(struct participant *p, const struct command_msg *cmd,
-                struct participant_result *res, enum reply_outcome *outcome, enum txn_path *path,
-                char *err, size_t errlen)
+static bool
+recorded_in_batch(struct participant *p, int i)
 {
-	struct participant_txn tx = {.p = p};
-	char action_key[SAGA_KEY_MAX + 1];
-	bool tomb = false;
-	enum reply_outcome out;
-	enum status st;
-	char ignored[64];
+	struct slot *sl = &p->slots[i];
+	const char *key = sl->msg.idempotency_key;
 
-	if (cmd->phase == PHASE_COMPENSATION) {
-		tomb = action_key_of(cmd->idempotency_key, action_key, sizeof(action_key));
-		if (tomb && !p->tomb_configured && !p->tomb_warned) {
-			p->tomb_warned = true;
-			log_saga(LOG_WARN, cmd->saga_id, cmd->correlation_id,
-			         "participant %s: compensation received but no action_subject is "
-			         "configured: the tombstone is written under %s",
-			         p->durable, p->tomb_consumer);
+	for (int j = i - 1; j >= 0; j--) {
+		const struct slot *e = &p->slots[j];
+
+		if (!e->decoded)
+			continue;
+		if (e->record && strcmp(e->msg.idempotency_key, key) == 0) {
+			sl->outcome = e->outcome;
+			if (e->outcome == OUTCOME_SUCCESS && e->res.output.len > 0 &&
+			    result_copy_output(&sl->res, e->res.output.data, e->res.output.len) !=
+			            STATUS_OK)
+				return false; /* out of memory: the handler decides again */
+			memcpy(sl->res.error_code, e->res.error_code, sizeof(sl->res.error_code));
+			memcpy(sl->res.error_message, e->res.error_message,
+			       sizeof(sl->res.error_message));
+			return true;
+		}
+		if (e->tomb_written && strcmp(p->tomb_consumer, p->durable) == 0 &&
+		    strcmp(e->action_key, key) == 0) {
+			sl->outcome = OUTCOME_PERMANENT_FAILURE;
+			participant_set_error(&sl->res, TOMB_CODE, "%s", TOMB_MESSAGE);
+			return true;
 		}
 	}
-	st = pg_exec(p->pg, "SAVEPOINT c", err, errlen);
-	if (st != STATUS_OK)
-		return st;
-	/* Always the action's key first, then our own: the same order everywhere. */
-	if (tomb) {
-		st = lock_key(p, p->tomb_consumer, action_key, err, errlen);
-		if (st != STATUS_OK)
-			goto rollback;
-	}
-	st = lock_key(p, p->durable, cmd->idempotency_key, err, errlen);
-	if (st != STATUS_OK)
-		goto rollback;
-	st = ledger_lookup(p, cmd->idempotency_key, outcome, res, err, errlen);
-	if (st == STATUS_OK) {
-		*path = PATH_STORED;
-		goto commit;
-	}
-	if (st != STATUS_NOT_FOUND)
-		goto rollback;
-	*path = PATH_HANDLED;
-	if (tomb) {
-		st = ledger_tombstone(p, action_key, err, errlen);
-		if (st != STATUS_OK)
-			goto rollback;
-	}
-	st = pg_exec(p->pg, "SAVEPOINT h", err, errlen);
-	if (st != STATUS_OK)
-		goto rollback;
+	return false;
+}
 
-	out = p->handler(p->arg, &tx, cmd, res);
+/*
+ * Run the handler of a new key inside the batch's transaction; its writes are
+ * under SAVEPOINT h (set by its first statement) and rolled back when it does
+ * not succeed. STATUS_OK with sl->outcome; otherwise the batch's transaction
+ * is unusable and err says why.
+ */
+static enum status
+run_handler(struct participant *p, struct slot *sl, char *err, size_t errlen)
+{
+	struct participant_txn tx = {.p = p};
+	const struct command_msg *cmd = &sl->msg;
+	enum reply_outcome out;
+	enum status st;
 
-	if (tx.failed && PQstatus(p->pg) != CONNECTION_OK) {
+	out = p->handler(p->arg, &tx, cmd, &sl->res);
+	if (tx.failed && (PQstatus(p->pg) != CONNECTION_OK || !tx.savepoint)) {
+		/* No savepoint to go back to: the batch's transaction is lost. */
 		snprintf(err, errlen, "%s", tx.fail_error);
-		st = STATUS_DB_RETRY;
-		goto rollback;
+		return tx.fail_status == STATUS_OK ? STATUS_DB : tx.fail_status;
 	}
 	if (out != OUTCOME_SUCCESS && out != OUTCOME_RETRYABLE_FAILURE &&
 	    out != OUTCOME_PERMANENT_FAILURE) {
@@ -1222,7 +1330,7 @@ run_transaction(struct participant *p, const struct command_msg *cmd,
 		         "participant %s: handler returned %d, not an outcome: treated as a "
 		         "retryable failure",
 		         p->durable, (int)out);
-		participant_set_error(res, "handler_error",
+		participant_set_error(&sl->res, "handler_error",
 		                      "the handler returned no valid outcome");
 		out = OUTCOME_RETRYABLE_FAILURE;
 	}
@@ -1231,35 +1339,88 @@ run_transaction(struct participant *p, const struct command_msg *cmd,
 		         "participant %s: handler reported success after a failed statement (%s): "
 		         "treated as a retryable failure",
 		         p->durable, tx.fail_error);
-		participant_set_error(res, "db_error", "%s", tx.fail_error);
+		participant_set_error(&sl->res, "db_error", "%s", tx.fail_error);
 		out = OUTCOME_RETRYABLE_FAILURE;
 	}
 	if (out != OUTCOME_SUCCESS) {
 		/* Undo whatever the handler wrote; a failure carries no output. */
-		st = pg_exec(p->pg, "ROLLBACK TO SAVEPOINT h", err, errlen);
-		if (st != STATUS_OK)
-			goto rollback;
-		free(res->output.data);
-		res->output.data = NULL;
-		res->output.len = 0;
+		if (tx.savepoint) {
+			st = pg_exec(p->pg, "ROLLBACK TO SAVEPOINT h", err, errlen);
+			if (st != STATUS_OK)
+				return st;
+		}
+		free(sl->res.output.data);
+		sl->res.output.data = NULL;
+		sl->res.output.len = 0;
 	}
-	if (out != OUTCOME_RETRYABLE_FAILURE) {
-		st = ledger_insert(p, cmd->idempotency_key, out, res, err, errlen);
-		if (st != STATUS_OK)
-			goto rollback;
-	}
-	*outcome = out;
-commit:
-	st = pg_exec(p->pg, "RELEASE SAVEPOINT c", err, errlen);
-	if (st != STATUS_OK)
-		goto rollback;
+	sl->outcome = out;
+	sl->record = out != OUTCOME_RETRYABLE_FAILURE;
 	return STATUS_OK;
-rollback:
-	if (PQstatus(p->pg) == CONNECTION_OK &&
-	    pg_exec(p->pg, "ROLLBACK TO SAVEPOINT c", ignored, sizeof(ignored)) != STATUS_OK) {
-		/* The batch's COMMIT fails too, and puts every command back. */
+}
+
+/*
+ * One round trip closes the batch: the answers recorded, the tombstones
+ * written, COMMIT.
+ */
+static enum status
+batch_commit(struct participant *p, int n, char *err, size_t errlen)
+{
+	struct pg_array *a = p->arrays;
+	const char *rec[6], *tomb[4];
+	struct pipe_stmt stmts[3];
+	int n_stmts = 0, n_rec = 0, n_tomb = 0, failed_at;
+
+	for (int k = ARR_REC_KEY; k <= ARR_TOMB_KEY; k++)
+		pg_array_reset(&a[k]);
+	for (int i = 0; i < n; i++) {
+		const struct slot *sl = &p->slots[i];
+
+		if (sl->record) {
+			const struct participant_result *res = &sl->res;
+
+			n_rec++;
+			pg_array_text(&a[ARR_REC_KEY], sl->msg.idempotency_key);
+			pg_array_int(&a[ARR_REC_OUTCOME], (int64_t)sl->outcome);
+			pg_array_bytes(&a[ARR_REC_OUTPUT],
+			               sl->outcome == OUTCOME_SUCCESS && res->output.len > 0
+			                       ? res->output.data
+			                       : NULL,
+			               res->output.len);
+			pg_array_text(&a[ARR_REC_CODE],
+			              res->error_code[0] != '\0' ? res->error_code : NULL);
+			pg_array_text(&a[ARR_REC_MESSAGE],
+			              res->error_message[0] != '\0' ? res->error_message : NULL);
+		}
+		if (sl->tomb_written) {
+			n_tomb++;
+			pg_array_text(&a[ARR_TOMB_KEY], sl->action_key);
+		}
 	}
-	return st;
+	if (n_rec > 0) {
+		rec[0] = p->durable;
+		for (int k = 0; k < 5; k++)
+			rec[k + 1] = pg_array_close(&a[ARR_REC_KEY + k]);
+		stmts[n_stmts++] =
+		        (struct pipe_stmt){.sql = RECORD_SQL, .n_params = 6, .values = rec};
+	}
+	if (n_tomb > 0) {
+		tomb[0] = p->tomb_consumer;
+		tomb[1] = pg_array_close(&a[ARR_TOMB_KEY]);
+		tomb[2] = TOMB_CODE;
+		tomb[3] = TOMB_MESSAGE;
+		stmts[n_stmts++] =
+		        (struct pipe_stmt){.sql = TOMB_SQL, .n_params = 4, .values = tomb};
+	}
+	for (int k = 0; k < n_stmts; k++) {
+		for (int v = 0; v < stmts[k].n_params; v++) {
+			if (stmts[k].values[v] == NULL) {
+				snprintf(err, errlen, "recording the batch: out of memory");
+				return STATUS_NOMEM;
+			}
+		}
+	}
+	stmts[n_stmts++] = (struct pipe_stmt){.sql = "COMMIT"};
+	return pg_pipeline(p->pg, stmts, n_stmts, &failed_at, err, errlen);
 }
 
 /* Rules beyond the codec's: values that become headers and the subject we publish on. */
@@ -1358,88 +1519,114 @@ command_limit(const struct participant *p)
 	return limit < CODEC_MAX_MESSAGE ? limit : CODEC_MAX_MESSAGE;
 }
 
-/* Decode, run and prepare the reply of one command; sets sl->fate. */
+static void slot_release(struct slot *sl);
+
+/* Decode one fetched command into its slot; undecodable or rule-breaking ones are terminated. */
 static void
-process_command(struct participant *p, struct slot *sl, natsMsg *msg)
+decode_slot(struct participant *p, struct slot *sl, natsMsg *msg)
 {
-	struct command_msg cmd;
-	struct participant_result res;
-	enum reply_outcome outcome = OUTCOME_RETRYABLE_FAILURE;
-	enum txn_path path = PATH_HANDLED;
 	char err[512];
 	char where[160];
 	enum status st;
 
 	memset(sl, 0, sizeof(*sl));
-	memset(&res, 0, sizeof(res));
-	res.max_output = p->max_payload;
+	sl->res.max_output = p->max_payload;
 	sl->cmd = msg;
 	sl->fate = FATE_TERM;
+	sl->stored_row = -1;
 	st = codec_decode_command((const uint8_t *)natsMsg_GetData(msg),
-	                          (size_t)natsMsg_GetDataLength(msg), command_limit(p), &cmd, err,
-	                          sizeof(err));
+	                          (size_t)natsMsg_GetDataLength(msg), command_limit(p), &sl->msg,
+	                          err, sizeof(err));
 	if (st != STATUS_OK) {
 		describe_msg(msg, where, sizeof(where));
 		log_error("participant %s: command (%s) terminated, it can never be read: %s",
 		          p->durable, where, err);
 		return;
 	}
-	snprintf(sl->saga_id, sizeof(sl->saga_id), "%s", cmd.saga_id);
-	if (saga_valid_key(cmd.correlation_id, SAGA_CORRELATION_MAX))
-		snprintf(sl->correlation_id, sizeof(sl->correlation_id), "%s", cmd.correlation_id);
-	if (!command_usable(p, &cmd, err, sizeof(err))) {
+	sl->decoded = true;
+	snprintf(sl->saga_id, sizeof(sl->saga_id), "%s", sl->msg.saga_id);
+	if (saga_valid_key(sl->msg.correlation_id, SAGA_CORRELATION_MAX))
+		snprintf(sl->correlation_id, sizeof(sl->correlation_id), "%s",
+		         sl->msg.correlation_id);
+	if (!command_usable(p, &sl->msg, err, sizeof(err))) {
 		describe_msg(msg, where, sizeof(where));
 		log_saga(LOG_ERROR, sl->saga_id, sl->correlation_id,
 		         "participant %s: command (%s) terminated, it breaks a rule: %s",
 		         p->durable, where, err);
-		goto cleanup;
+		slot_release(sl);
+		return;
 	}
-	if (p->db_down) {
-		/* One line for the batch (settle), not one per command. */
-		sl->fate = FATE_NAK;
-		p->db_naks++;
-		goto cleanup;
+	if (sl->msg.phase == PHASE_COMPENSATION) {
+		sl->tomb = action_key_of(sl->msg.idempotency_key, sl->action_key,
+		                         sizeof(sl->action_key));
+		if (sl->tomb && !p->tomb_configured && !p->tomb_warned) {
+			p->tomb_warned = true;
+			log_saga(LOG_WARN, sl->saga_id, sl->correlation_id,
+			         "participant %s: compensation received but no action_subject is "
+			         "configured: the tombstone is written under %s",
+			         p->durable, p->tomb_consumer);
+		}
 	}
-	st = run_transaction(p, &cmd, &res, &outcome, &path, err, sizeof(err));
-	if (st != STATUS_OK) {
-		sl->fate = FATE_NAK;
-		db_failed(p, err);
-		if (p->db_down)
-			p->db_naks++;
-		else
+	sl->fate = FATE_NAK; /* until it is answered */
+}
+
+/*
+ * Answer slot i inside the batch's transaction: the recorded answer, or the
+ * handler's; then build the reply. STATUS_OK unless the batch's transaction
+ * is lost (err says why); a slot that cannot be answered stays FATE_NAK.
+ */
+static enum status
+handle_slot(struct participant *p, int i, const PGresult *lookup, char *err, size_t errlen)
+{
+	struct slot *sl = &p->slots[i];
+	const struct command_msg *cmd = &sl->msg;
+	bool stored = true;
+	char where[160];
+	enum status st;
+
+	if (sl->stored_row >= 0) {
+		st = read_stored(lookup, sl->stored_row, sl, err, errlen);
+		if (st != STATUS_OK) {
 			log_saga(LOG_ERROR, sl->saga_id, sl->correlation_id,
 			         "participant %s: %s step %s attempt %u put back: %s", p->durable,
-			         step_phase_name(cmd.phase), cmd.step, (unsigned)cmd.attempt, err);
-		goto cleanup;
+			         step_phase_name(cmd->phase), cmd->step, (unsigned)cmd->attempt,
+			         err);
+			return STATUS_OK;
+		}
+	} else if (!recorded_in_batch(p, i)) {
+		stored = false;
+		sl->tomb_written = sl->tomb;
+		st = run_handler(p, sl, err, errlen);
+		if (st != STATUS_OK)
+			return st;
 	}
-	st = build_reply(p, sl, &cmd, outcome, &res, err, sizeof(err));
+	st = build_reply(p, sl, cmd, sl->outcome, &sl->res, err, errlen);
 	if (st != STATUS_OK) {
-		sl->fate = FATE_NAK;
+		/* Its answer is still recorded: the redelivery sends it without the handler. */
 		log_saga(LOG_ERROR, sl->saga_id, sl->correlation_id,
 		         "participant %s: command put back: %s", p->durable, err);
-		goto cleanup;
+		return STATUS_OK;
 	}
 	sl->fate = FATE_REPLY;
-	if (path == PATH_STORED) {
-		describe_msg(msg, where, sizeof(where));
+	if (stored) {
+		describe_msg(sl->cmd, where, sizeof(where));
 		log_saga(LOG_INFO, sl->saga_id, sl->correlation_id,
 		         "participant %s: %s step %s attempt %u (%s) already answered: %s%s%s "
 		         "(recorded reply sent again, handler not run)",
-		         p->durable, step_phase_name(cmd.phase), cmd.step, (unsigned)cmd.attempt,
-		         where, reply_outcome_name(outcome), res.error_code[0] != '\0' ? " " : "",
-		         res.error_code);
-	} else if (outcome == OUTCOME_SUCCESS)
+		         p->durable, step_phase_name(cmd->phase), cmd->step, (unsigned)cmd->attempt,
+		         where, reply_outcome_name(sl->outcome),
+		         sl->res.error_code[0] != '\0' ? " " : "", sl->res.error_code);
+	} else if (sl->outcome == OUTCOME_SUCCESS)
 		log_saga(LOG_DEBUG, sl->saga_id, sl->correlation_id,
 		         "participant %s: %s step %s attempt %u: success", p->durable,
-		         step_phase_name(cmd.phase), cmd.step, (unsigned)cmd.attempt);
+		         step_phase_name(cmd->phase), cmd->step, (unsigned)cmd->attempt);
 	else
 		log_saga(LOG_INFO, sl->saga_id, sl->correlation_id,
 		         "participant %s: %s step %s attempt %u: %s %s: %s", p->durable,
-		         step_phase_name(cmd.phase), cmd.step, (unsigned)cmd.attempt,
-		         reply_outcome_name(outcome), res.error_code, res.error_message);
-cleanup:
-	free(res.output.data);
-	codec_command_free(&cmd);
+		         step_phase_name(cmd->phase), cmd->step, (unsigned)cmd->attempt,
+		         reply_outcome_name(sl->outcome), sl->res.error_code,
+		         sl->res.error_message);
+	return STATUS_OK;
 }
 
 /* Publish the batch's replies asynchronously and wait for JetStream's acks. */
@@ -1552,6 +1739,83 @@ settle(struct participant *p, int n)
 	}
 }
 
+/* Free what a slot's command and answer hold; safe to call twice. */
+static void
+slot_release(struct slot *sl)
+{
+	if (sl->decoded)
+		codec_command_free(&sl->msg);
+	sl->decoded = false;
+	free(sl->res.output.data);
+	sl->res.output.data = NULL;
+	sl->res.output.len = 0;
+}
+
+/*
+ * The batch's database work: one transaction, opened and closed in one round
+ * trip each, with the handlers of new keys in between. On failure nothing of
+ * the batch is recorded: every answer is dropped and every command put back.
+ */
+static void
+run_batch(struct participant *p, natsMsgList *list)
+{
+	PGresult *lookup = NULL;
+	char err[512] = "";
+	int64_t last_progress = now_unix_ms();
+	enum status st;
+	int decoded = 0;
+
+	for (int i = 0; i < list->Count; i++)
+		if (p->slots[i].decoded)
+			decoded++;
+	if (decoded == 0)
+		return;
+	if (p->db_down) {
+		/* One line for the batch (settle), not one per command. */
+		p->db_naks += decoded;
+		return;
+	}
+	st = batch_begin(p, list->Count, &lookup, err, sizeof(err));
+	for (int i = 0; i < list->Count && st == STATUS_OK; i++) {
+		/* A long batch: tell the server the rest is in hand, before its ack wait ends. */
+		if (now_unix_ms() - last_progress > p->ack_wait_ms / 3) {
+			for (int k = i; k < list->Count; k++)
+				(void)natsMsg_InProgress(list->Msgs[k], NULL);
+			last_progress = now_unix_ms();
+		}
+		if (p->slots[i].decoded)
+			st = handle_slot(p, i, lookup, err, sizeof(err));
+	}
+	PQclear(lookup);
+	if (st == STATUS_OK)
+		st = batch_commit(p, list->Count, err, sizeof(err));
+	if (st == STATUS_OK)
+		return;
+	/*
+	 * The transaction is lost, and so are the effects of the commands handled
+	 * in it: their replies must not go out either.
+	 */
+	db_failed(p, err);
+	if (!p->db_down && PQstatus(p->pg) == CONNECTION_OK) {
+		char ignored[64];
+
+		if (pg_exec(p->pg, "ROLLBACK", ignored, sizeof(ignored)) != STATUS_OK)
+			db_failed(p, ignored);
+	}
+	log_warn("participant %s: a batch of %d failed in the database (%s): put back", p->durable,
+	         list->Count, err);
+	for (int i = 0; i < list->Count; i++) {
+		struct slot *sl = &p->slots[i];
+
+		if (sl->fate == FATE_REPLY) {
+			natsMsg_Destroy(sl->reply);
+			sl->reply = NULL;
+		}
+		if (sl->decoded)
+			sl->fate = FATE_NAK;
+	}
+}
+
 enum status
 participant_run_once(struct participant *p, int64_t timeout_ms, int *handled)
 {
@@ -1559,7 +1823,6 @@ participant_run_once(struct participant *p, int64_t timeout_ms, int *handled)
 	jsErrCode jerr = 0;
 	natsStatus s;
 	char err[512] = "";
-	int64_t last_progress;
 
 	*handled = 0;
 	if (timeout_ms <= 0)
@@ -1581,46 +1844,11 @@ participant_run_once(struct participant *p, int64_t timeout_ms, int *handled)
 		sleep_ms(timeout_ms);
 		return down ? STATUS_UNAVAILABLE : STATUS_NATS;
 	}
-	last_progress = now_unix_ms();
-	/* One transaction for the batch: every command under its own savepoint. */
-	if (pg_exec(p->pg, "BEGIN", err, sizeof(err)) != STATUS_OK)
-		db_failed(p, err);
-	for (int i = 0; i < list.Count; i++) {
-		/* A long batch: tell the server the rest is in hand, before its ack wait ends. */
-		if (now_unix_ms() - last_progress > p->ack_wait_ms / 3) {
-			for (int k = i; k < list.Count; k++)
-				(void)natsMsg_InProgress(list.Msgs[k], NULL);
-			last_progress = now_unix_ms();
-		}
-		process_command(p, &p->slots[i], list.Msgs[i]);
-	}
-	/*
-	 * With the database gone mid-batch there is no COMMIT to send: the
-	 * transaction is lost, and so are the effects of the commands handled
-	 * before it went; their replies must not go out either.
-	 */
-	if (p->db_down || pg_exec(p->pg, "COMMIT", err, sizeof(err)) != STATUS_OK) {
-		/* Nothing of the batch is known to be recorded: every command comes again. */
-		char ignored[64];
-
-		if (!p->db_down && PQstatus(p->pg) == CONNECTION_OK &&
-		    pg_exec(p->pg, "ROLLBACK", ignored, sizeof(ignored)) != STATUS_OK)
-			db_failed(p, ignored);
-		if (p->db_down && err[0] == '\0')
-			snprintf(err, sizeof(err), "the database went away during the batch");
-		log_warn("participant %s: committing a batch of %d failed (%s): put back",
-		         p->durable, list.Count, err);
-		for (int i = 0; i < list.Count; i++) {
-			struct slot *sl = &p->slots[i];
-
-			if (sl->fate == FATE_REPLY) {
-				natsMsg_Destroy(sl->reply);
-				sl->reply = NULL;
-				sl->fate = FATE_NAK;
-			}
-		}
-		db_failed(p, err);
-	}
+	for (int i = 0; i < list.Count; i++)
+		decode_slot(p, &p->slots[i], list.Msgs[i]);
+	run_batch(p, &list);
+	for (int i = 0; i < list.Count; i++)
+		slot_release(&p->slots[i]);
 	publish_replies(p, list.Count);
 	settle(p, list.Count);
 	*handled = list.Count;

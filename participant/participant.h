@@ -11,19 +11,26 @@
 #include "status.h"
 
 /*
- * How it works, per command (see participant_run_once):
+ * How it works, per batch of fetched commands (see participant_run_once):
  *
- *   decode -> BEGIN -> lock the key -> look the key up in participant_ledger
- *     found:     reuse the stored outcome/output/error (the handler is not called)
- *     not found: SAVEPOINT h -> handler -> record SUCCESS / PERMANENT_FAILURE
- *                (a failure first rolls back to h, undoing the handler's writes;
- *                a RETRYABLE_FAILURE is rolled back and not recorded)
+ *   decode every command, then one round trip: BEGIN, lock every key of the
+ *   batch (in one order, so batches sharing keys never deadlock), look every
+ *   key up in participant_ledger; then per command:
+ *     found (or answered earlier in this batch): reuse the stored
+ *                outcome/output/error (the handler is not called)
+ *     not found: handler, whose first statement sets SAVEPOINT h in the same
+ *                round trip; a failure rolls back to h, undoing its writes;
+ *                SUCCESS and PERMANENT_FAILURE are recorded, a
+ *                RETRYABLE_FAILURE is not
  *     compensation: also record a tombstone for the action's key (whatever the
  *                compensation's outcome), so an action that arrives after its
  *                compensation never runs; the tombstone is written under the
  *                action participant's consumer (action_subject / action_durable)
- *   -> COMMIT -> publish the StepReply (JetStream, async, the batch at once)
- *   -> ack the command once JetStream acked its reply.
+ *   -> one round trip: the batch's ledger rows and tombstones (one multi-row
+ *      INSERT each), COMMIT -> publish the StepReplies (JetStream, async, the
+ *      batch at once) -> ack each command once JetStream acked its reply.
+ *   If the batch's transaction is lost (connection gone, a statement outside
+ *   a handler failed), no reply goes out and every command is put back.
  *
  * The ledger table, created if missing:
  *   participant_ledger (consumer text, idempotency_key text, outcome smallint,
@@ -139,13 +146,15 @@ enum status participant_open(struct participant **out, const struct participant_
 
 /*
  * Fetch up to batch commands, waiting at most timeout_ms (> 0) for the first,
- * and deal with each: run it (or reuse its recorded reply) in its own
- * transaction, publish the replies, then ack the commands whose replies
- * JetStream acknowledged. A command that cannot be decoded or breaks a rule
+ * and deal with each: run it (or reuse its recorded reply) in the batch's
+ * transaction (its handler under its own savepoint), publish the replies,
+ * then ack the commands whose replies JetStream acknowledged. A command that
+ * cannot be decoded or breaks a rule
  * (larger than max_payload * (SAGA_MAX_STEPS + 1) + 64 KiB, a reply subject
  * outside <subject_prefix>.reply., a correlation id unfit for a header) is
- * logged and terminated (never redelivered). A command whose transaction
- * or reply failed is put back (nak with delay) and redelivered later. Every
+ * logged and terminated (never redelivered). A command whose batch
+ * transaction or reply failed is put back (nak with delay) and redelivered
+ * later. Every
  * log line about a command carries its saga id and correlation id.
  *
  * While a batch is being worked through, the commands still waiting are
