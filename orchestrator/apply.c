@@ -245,6 +245,8 @@ apply_due_timers(const struct apply_env *env, int limit, int64_t hold_back_ms, i
 			st = apply_queue_plan(env, defs[i], inst, &plan, now_ms);
 			events++;
 		}
+		/* A wake-up that found nothing due moves on to the real next timer. */
+		engine_recompute_wake(defs[i], inst);
 		store_queue_update_saga(env->db, inst, events > before);
 		store_queue_steps(env->db, defs[i], inst);
 	}

@@ -700,8 +700,8 @@ on_resolve(struct saga_inst *inst, const struct engine_event *ev, struct plan *p
 	add_event(plan, LC_RESOLVED, -1, 0, why);
 }
 
-static void
-recompute_wake(const struct saga_def *def, struct saga_inst *inst)
+void
+engine_recompute_wake(const struct saga_def *def, struct saga_inst *inst)
 {
 	int64_t wake = 0;
 
@@ -791,7 +791,7 @@ engine_step(const struct saga_def *def, struct saga_inst *inst, const struct eng
 	}
 	plan->seq = ++inst->seq;
 	plan->to_state = inst->state;
-	recompute_wake(def, inst);
+	engine_recompute_wake(def, inst);
 	return STATUS_OK;
 }
 
@@ -806,7 +806,7 @@ engine_hold_retry(const struct saga_def *def, struct saga_inst *inst, int step, 
 		s->wake_at_ms = until_ms;
 		s->dirty = true;
 	}
-	recompute_wake(def, inst);
+	engine_recompute_wake(def, inst);
 	return true;
 }
 

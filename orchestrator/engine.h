@@ -125,6 +125,15 @@ int engine_due_events(const struct saga_def *def, const struct saga_inst *inst, 
 bool engine_hold_retry(const struct saga_def *def, struct saga_inst *inst, int step,
                        int64_t until_ms);
 
+/*
+ * Set inst->wake_at_ms to the earliest armed timer: a running or compensating
+ * step's attempt timeout or retry, and the saga deadline while running; 0
+ * when the saga is terminal or nothing is armed. engine_step does this
+ * itself; a timer pass that applied nothing calls it, because the stored
+ * wake-up may be earlier than the real next timer (see store_queue_update_saga).
+ */
+void engine_recompute_wake(const struct saga_def *def, struct saga_inst *inst);
+
 /* True when the saga is past its point of no return (pivot succeeded / retriable begun). */
 bool engine_past_point_of_no_return(const struct saga_def *def, const struct saga_inst *inst);
 

@@ -151,7 +151,12 @@ enum status store_batch_begin(struct store *s, char *err, size_t errlen) MUSTCHE
 void store_queue_insert_saga(struct store *s, const struct saga_def *def,
                              const struct saga_inst *inst, const char *idempotency_key,
                              const char *labels_json);
-/* progressed: some event was applied (moves updated_at); else only seq and timers change. */
+/*
+ * progressed: some event was applied (moves updated_at); else only seq and
+ * timers change. The stored wake_at is kept while it is still ahead and no
+ * later than inst->wake_at_ms: it is the time sagad looks at the saga next,
+ * never later than its next timer (engine_recompute_wake on that pass).
+ */
 void store_queue_update_saga(struct store *s, const struct saga_inst *inst, int progressed);
 void store_queue_steps(struct store *s, const struct saga_def *def, struct saga_inst *inst);
 void store_queue_transition(struct store *s, const struct saga_def *def,

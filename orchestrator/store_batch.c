@@ -41,18 +41,41 @@ const struct store_batch_statement store_batch_statements[STORE_T_COUNT] = {
         [STORE_T_UPD_SAGA] =
                 {"batch_upd_saga",
                  "UPDATE saga_instance AS i SET state = u.state, seq = u.seq,"
-                 " completions = u.comp, wake_at = " MS_TS("u.wake") ", deadline_at = " MS_TS(
-                         "u.dl") ", last_error = NULLIF(u.err, ''),"
-                                 /* Only progress moves updated_at: ignored replies must not hide a stuck saga. */
-                                 " updated_at = CASE WHEN u.progressed THEN now()"
-                                 " ELSE i.updated_at END,"
-                                 /* The first time a saga ends is when it ended. */
-                                 " ended_at = CASE WHEN u.state IN ('completed', 'compensated',"
-                                 " 'resolved') THEN COALESCE(i.ended_at, now()) END"
-                                 " FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[],"
-                                 " $5::bigint[], $6::bigint[], $7::text[], $8::boolean[])"
-                                 " AS u(id, state, seq, comp, wake, dl, err, progressed)"
-                                 " WHERE i.id = u.id",
+                 " completions = u.comp,"
+                 /*
+                  * A stored wake-up still ahead and no later than the new one
+                  * stays: sagad looks at the saga then (a timer pass that finds
+                  * nothing due moves it on). Unchanged, like the state while
+                  * running, it lets the row be updated in place (HOT): no
+                  * index gets a new entry. Earlier timers always go in.
+                  */
+                 " wake_at = CASE WHEN u.wake = 0 THEN NULL"
+                 " WHEN i.wake_at > now() AND i.wake_at <= " MS_TS(
+                         "u.wake") " THEN i.wake_at"
+                                   " ELSE " MS_TS(
+                                           "u.wake") " END,"
+                                                     " deadline_at = " MS_TS(
+                                                             "u.dl") ", last_error = NULLIF(u.err, "
+                                                                     "''),"
+                                                                     /* Only progress moves updated_at: ignored replies must not hide a stuck saga. */
+                                                                     " updated_at = CASE WHEN "
+                                                                     "u.progressed THEN now()"
+                                                                     " ELSE i.updated_at END,"
+                                                                     /* The first time a saga ends is when it ended. */
+                                                                     " ended_at = CASE WHEN "
+                                                                     "u.state IN ('completed', "
+                                                                     "'compensated',"
+                                                                     " 'resolved') THEN "
+                                                                     "COALESCE(i.ended_at, now()) "
+                                                                     "END"
+                                                                     " FROM unnest($1::uuid[], "
+                                                                     "$2::text[], $3::int[], "
+                                                                     "$4::int[],"
+                                                                     " $5::bigint[], $6::bigint[], "
+                                                                     "$7::text[], $8::boolean[])"
+                                                                     " AS u(id, state, seq, comp, "
+                                                                     "wake, dl, err, progressed)"
+                                                                     " WHERE i.id = u.id",
                  8},
         [STORE_T_UPS_STEP] =
                 {"batch_ups_step",

@@ -208,6 +208,57 @@ Test(saga_flow, a_timed_out_attempt_is_resent_and_deduplicated)
 	check_invariants();
 }
 
+/*
+ * The stored wake-up of a running saga stays at the first step's timeout
+ * while that is earlier than the next one's (the row is updated in place);
+ * the pass that finds nothing due moves it on, and the second step still
+ * times out on time.
+ */
+Test(saga_flow, a_later_steps_timeout_fires_on_time_after_an_earlier_wake_up)
+{
+	static const char two_yaml[] = "name: order\n"
+	                               "steps:\n"
+	                               "  - name: reserve_stock\n"
+	                               "    action: stock.reserve\n"
+	                               "    compensation: stock.release\n"
+	                               "    timeout: 1s\n"
+	                               "  - name: charge_card\n"
+	                               "    action: payments.charge\n"
+	                               "    timeout: 3s\n"
+	                               "    retry: {max_attempts: 1}\n";
+	long gap_ms;
+
+	flow_setup(&f, "t_wake");
+	flow_define(&f, two_yaml);
+	flow_start_sagad(&f, NULL);
+	/* Nobody serves payments.charge: its attempts time out. */
+	flow_start_participant(&f, "stock", NULL);
+	start_many("order", 5);
+	/* Past the first step's timeout, the charge still pending: no wake-up left behind. */
+	usleep(2000 * 1000);
+	cr_assert_eq(
+	        flow_sql_long(&f, "SELECT count(*) FROM saga_instance WHERE state = 'running'"), 5);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_instance"
+	                               " WHERE wake_at < now() - interval '500 ms'"),
+	             0, "a wake-up stayed in the past");
+	settle(5, 60000);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_instance"
+	                               " WHERE state = 'compensated'"),
+	             5);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_transition"
+	                               " WHERE event = 'timeout' AND step = 'charge_card'"),
+	             5, "one timed-out attempt per saga");
+	/* From the stock reply to the first charge timeout: one timeout, not more. */
+	gap_ms = flow_sql_long(&f, "SELECT max(extract(epoch FROM t.at - r.at) * 1000)::bigint"
+	                           " FROM saga_transition r JOIN saga_transition t USING (saga_id)"
+	                           " WHERE r.event = 'reply' AND r.step = 'reserve_stock'"
+	                           " AND r.outcome = 'applied' AND t.event = 'timeout'"
+	                           " AND t.step = 'charge_card' AND t.attempt = 1");
+	cr_assert(gap_ms >= 2950 && gap_ms < 3600, "charge timed out %ld ms after the stock reply",
+	          gap_ms);
+	check_invariants();
+}
+
 Test(saga_flow, duplicate_stale_and_late_replies_change_nothing)
 {
 	flow_setup(&f, "t_dup");

@@ -273,3 +273,57 @@ Test(store_batch, a_failing_row_rolls_the_whole_batch_back)
 	cr_assert_str_eq(harness_sql(schema, "SELECT count(*) FROM saga_instance"), "1");
 	cr_assert_str_eq(harness_sql(schema, "SELECT count(*) FROM saga_transition"), "0");
 }
+
+/* The stored wake-up, in ms from the database's now() (rounded to 100 ms), or "" when NULL. */
+static const char *
+stored_wake(void)
+{
+	return harness_sql(schema,
+	                   "SELECT round((extract(epoch FROM wake_at - now()) * 10))::bigint"
+	                   " * 100 FROM saga_instance");
+}
+
+/* One update of inst with wake_at_ms = now + ahead_ms (0 = no timer). */
+static void
+update_wake(struct saga_inst *inst, int64_t ahead_ms)
+{
+	char err[512];
+	int64_t now_ms = 0;
+
+	cr_assert_eq(store_begin(db, &now_ms, err, sizeof(err)), STATUS_OK, "%s", err);
+	cr_assert_eq(store_batch_begin(db, err, sizeof(err)), STATUS_OK, "%s", err);
+	inst->seq++;
+	inst->wake_at_ms = ahead_ms > 0 ? now_ms + ahead_ms : 0;
+	store_queue_update_saga(db, inst, 1);
+	cr_assert_eq(store_commit(db, err, sizeof(err)), STATUS_OK, "%s", err);
+}
+
+Test(store_batch, a_stored_wake_up_still_ahead_and_earlier_is_kept_never_a_later_one)
+{
+	struct saga_inst inst;
+	char err[512];
+	int64_t now_ms = 0;
+
+	new_inst(&inst, 1);
+	cr_assert_eq(store_begin(db, &now_ms, err, sizeof(err)), STATUS_OK, "%s", err);
+	cr_assert_eq(store_batch_begin(db, err, sizeof(err)), STATUS_OK, "%s", err);
+	inst.wake_at_ms = now_ms + 60000;
+	store_queue_insert_saga(db, &def, &inst, NULL, NULL);
+	cr_assert_eq(store_commit(db, err, sizeof(err)), STATUS_OK, "%s", err);
+	cr_assert_str_eq(stored_wake(), "60000");
+
+	/* A later timer: the earlier stored one stays (the row is updated in place). */
+	update_wake(&inst, 120000);
+	cr_assert_str_eq(stored_wake(), "60000");
+	/* An earlier timer always goes in. */
+	update_wake(&inst, 30000);
+	cr_assert_str_eq(stored_wake(), "30000");
+	/* A stored wake-up already due is replaced, whatever comes. */
+	harness_sql(schema, "UPDATE saga_instance SET wake_at = now() - interval '1 second'");
+	update_wake(&inst, 120000);
+	cr_assert_str_eq(stored_wake(), "120000");
+	/* No timer at all: none stored. */
+	update_wake(&inst, 0);
+	cr_assert_str_eq(stored_wake(), "");
+	cr_assert_str_eq(harness_sql(schema, "SELECT seq FROM saga_instance"), "5");
+}
