@@ -163,6 +163,11 @@ run_bench() {
 		--participant-instances "$parts" --max-completion-p95-ms $((1000 + 3 * ${lat_ms%.*})) \
 		"$@" | tee "$out/$tag.txt" | grep -v '^{' || true
 	[ -s "$out/$tag.json" ] || { echo "run-inner.sh: saga-bench $tag failed" >&2; exit 1; }
+	# Per table of the scenario's schema: updates, those made in place (HOT), sequential scans
+	# and the rows they read (cumulative since the scenario's schema was made).
+	psql "$SAGAD_DATABASE_URL" -X -q -At -F ' ' -c "SELECT relname, n_tup_upd, n_tup_hot_upd,
+	  seq_scan, seq_tup_read, idx_scan FROM pg_stat_user_tables
+	  WHERE schemaname = '$SAGAD_DB_SCHEMA' ORDER BY 1" >"$out/$tag.tables.txt" 2>/dev/null || true
 }
 
 # profile TAG DELAY SECONDS: perf (on-CPU), main-thread waits and sagad's PostgreSQL session,

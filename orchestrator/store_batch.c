@@ -38,6 +38,8 @@ const struct store_batch_statement store_batch_statements[STORE_T_COUNT] = {
                                                       " input, ikey, labels, tp, seq, comp,"
                                                       " wake, dl, err)",
                  14},
+        /* The SQL laid out by hand (clang-format breaks strings around macros). */
+        /* clang-format off */
         [STORE_T_UPD_SAGA] =
                 {"batch_upd_saga",
                  "UPDATE saga_instance AS i SET state = u.state, seq = u.seq,"
@@ -50,33 +52,25 @@ const struct store_batch_statement store_batch_statements[STORE_T_COUNT] = {
                   * index gets a new entry. Earlier timers always go in.
                   */
                  " wake_at = CASE WHEN u.wake = 0 THEN NULL"
-                 " WHEN i.wake_at > now() AND i.wake_at <= " MS_TS(
-                         "u.wake") " THEN i.wake_at"
-                                   " ELSE " MS_TS(
-                                           "u.wake") " END,"
-                                                     " deadline_at = " MS_TS(
-                                                             "u.dl") ", last_error = NULLIF(u.err, "
-                                                                     "''),"
-                                                                     /* Only progress moves updated_at: ignored replies must not hide a stuck saga. */
-                                                                     " updated_at = CASE WHEN "
-                                                                     "u.progressed THEN now()"
-                                                                     " ELSE i.updated_at END,"
-                                                                     /* The first time a saga ends is when it ended. */
-                                                                     " ended_at = CASE WHEN "
-                                                                     "u.state IN ('completed', "
-                                                                     "'compensated',"
-                                                                     " 'resolved') THEN "
-                                                                     "COALESCE(i.ended_at, now()) "
-                                                                     "END"
-                                                                     " FROM unnest($1::uuid[], "
-                                                                     "$2::text[], $3::int[], "
-                                                                     "$4::int[],"
-                                                                     " $5::bigint[], $6::bigint[], "
-                                                                     "$7::text[], $8::boolean[])"
-                                                                     " AS u(id, state, seq, comp, "
-                                                                     "wake, dl, err, progressed)"
-                                                                     " WHERE i.id = u.id",
-                 8},
+                 "   WHEN i.wake_at > now() AND i.wake_at <= " MS_TS("u.wake") " THEN i.wake_at"
+                 "   ELSE " MS_TS("u.wake") " END,"
+                 " deadline_at = " MS_TS("u.dl") ", last_error = NULLIF(u.err, ''),"
+                 /* Only progress moves updated_at: ignored replies must not hide a stuck saga. */
+                 " updated_at = CASE WHEN u.progressed THEN now() ELSE i.updated_at END,"
+                 /* The first time a saga ends is when it ended. */
+                 " ended_at = CASE WHEN u.state IN ('completed', 'compensated', 'resolved')"
+                 "   THEN COALESCE(i.ended_at, now()) END"
+                 " FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::bigint[],"
+                 "   $6::bigint[], $7::text[], $8::boolean[])"
+                 "   AS u(id, state, seq, comp, wake, dl, err, progressed)"
+                 " WHERE i.id = u.id",
+                 /*
+                  * A join: prepared, it kept the plan made while the table was
+                  * small (a hash join over a sequential scan) as the table grew,
+                  * so every update read every saga row until an ANALYZE.
+                  */
+                 8, 1},
+        /* clang-format on */
         [STORE_T_UPS_STEP] =
                 {"batch_ups_step",
                  "INSERT INTO saga_step AS s (saga_id, step_index, name, state, attempt,"
@@ -419,8 +413,11 @@ store_commit(struct store *s, char *err, size_t errlen)
 			return STATUS_NOMEM;
 		}
 		/* Outbox rows come back in binary: text as raw bytes, the payload as it is. */
-		if (PQsendQueryPrepared(s->conn, stmt->name, stmt->n_params, values, NULL, NULL,
-		                        t == STORE_T_INS_OUTBOX) != 1) {
+		if ((stmt->planned_each_time
+		             ? PQsendQueryParams(s->conn, stmt->sql, stmt->n_params, NULL, values,
+		                                 NULL, NULL, t == STORE_T_INS_OUTBOX)
+		             : PQsendQueryPrepared(s->conn, stmt->name, stmt->n_params, values,
+		                                   NULL, NULL, t == STORE_T_INS_OUTBOX)) != 1) {
 			store_set_err(err, errlen, stmt->name, PQerrorMessage(s->conn));
 			store_rollback(s);
 			return STATUS_DB_RETRY;

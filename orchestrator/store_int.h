@@ -23,9 +23,10 @@ enum store_table {
 
 /* A prepared multi-row statement: its parameters are the columns' arrays. */
 struct store_batch_statement {
-	const char *name; /* prepared statement name */
-	const char *sql;  /* text */
-	int n_params;     /* columns */
+	const char *name;      /* prepared statement name */
+	const char *sql;       /* text */
+	int n_params;          /* columns */
+	int planned_each_time; /* sent unprepared: planned with its arguments and the table's size */
 };
 
 extern const struct store_batch_statement store_batch_statements[STORE_T_COUNT];

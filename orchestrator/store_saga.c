@@ -16,7 +16,11 @@ ensure_prepared(struct store *s, char *err, size_t errlen)
 		return STATUS_OK;
 	for (int i = 0; i < STORE_T_COUNT; i++) {
 		const struct store_batch_statement *stmt = &store_batch_statements[i];
-		PGresult *res = PQprepare(s->conn, stmt->name, stmt->sql, stmt->n_params, NULL);
+		PGresult *res;
+
+		if (stmt->planned_each_time)
+			continue;
+		res = PQprepare(s->conn, stmt->name, stmt->sql, stmt->n_params, NULL);
 
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 			enum status st = store_status_from_result(res, s->conn);
