@@ -35,7 +35,6 @@ struct daemon {
 	int64_t last_sweep_ms;             /* monotonic ms of the last outbox sweep */
 	int64_t next_submit_ms;            /* monotonic ms before which submits are not polled */
 	int64_t replies_caught_up_ms; /* monotonic ms when the reply stream was last read empty */
-	bool replies_waiting;         /* the last reply batch had more behind it */
 	int64_t last_hold_log_ms;     /* rate limit of the "timers held back" line */
 	int64_t last_error_log_ms;    /* rate limit of repeated error lines */
 	int64_t last_reconnect_ms;    /* monotonic ms of the last reconnection attempt */
@@ -148,8 +147,8 @@ pass_starts(struct daemon *d, int wait_ms)
 #define HOLD_BACK_MIN_MS 100
 #define HOLD_BACK_MAX_MS 60000
 
-/* Replies taken (while they queue up) per start accepted in the same loop pass. */
-#define REPLIES_PER_START 4
+/* Reply batches taken per start batch while replies queue up. */
+#define REPLY_PASSES_PER_START 4
 
 /* How often an empty submit stream is polled: buffered starts may wait this long. */
 #define SUBMIT_IDLE_POLL_MS 10
@@ -226,8 +225,7 @@ pass_replies(struct daemon *d, int wait_ms)
 		return 0;
 	}
 	/* Nothing waits behind this batch: every reply that arrived so far is in hand. */
-	d->replies_waiting = n > 0 && bus_msg_pending(d->msg_buf[n - 1]) > 0;
-	if (n > 0 && !d->replies_waiting)
+	if (n > 0 && bus_msg_pending(d->msg_buf[n - 1]) == 0)
 		d->replies_caught_up_ms = mono_ms();
 	if (n == 0)
 		return 0;
@@ -478,7 +476,7 @@ daemon_run(const struct config *cfg, struct store **db, struct bus *bus,
 	pass_relay(&d, 1, 0);
 	while (!*stop) {
 		int work = 0;
-		int wrote, started, replied;
+		int wrote;
 
 		if (!db_ready(&d, db)) {
 			/* Answer starts ("unavailable") rather than let callers time out. */
@@ -487,26 +485,24 @@ daemon_run(const struct config *cfg, struct store **db, struct bus *bus,
 		}
 
 		/* Each pass's commands leave right after its commit, not on a poll. */
-		started = pass_starts(&d, 0);
+		wrote = pass_starts(&d, 0);
 		publish_committed(&d);
-		started += pass_submits(&d);
+		wrote += pass_submits(&d);
 		publish_committed(&d);
 		work += pass_defines(&d);
 		/*
-		 * Replies finish what is in flight: while more wait, take at least
-		 * REPLIES_PER_START of them per start accepted above before the next
+		 * Replies finish what is in flight: while the stream holds more than
+		 * a batch, take up to REPLY_PASSES_PER_START batches before the next
 		 * start batch, so accepting new sagas cannot starve the running ones.
-		 * (In the benchmark a fetch returned at most 128, whatever reply_batch.)
 		 */
-		wrote = started;
-		replied = 0;
-		do {
+		for (int k = 0; k < REPLY_PASSES_PER_START; k++) {
 			int n = pass_replies(&d, 0);
 
 			publish_committed(&d);
-			replied += n;
-		} while (d.replies_waiting && replied < REPLIES_PER_START * started && !*stop);
-		wrote += replied;
+			wrote += n;
+			if (n < d.cfg->reply_batch)
+				break;
+		}
 		wrote += pass_timers(&d, 0);
 		publish_committed(&d);
 		work += wrote;
