@@ -628,7 +628,20 @@ bus_fetch(struct bus_sub *sub, int max, int timeout_ms, struct bus_msg **msgs, i
 		               ? STATUS_UNAVAILABLE
 		               : STATUS_NATS;
 	}
-	for (int i = 0; i < list.Count && i < max; i++) {
+	if (list.Count > max) {
+		/*
+		 * nats.c 3.4.1 wrote past its own array: called with more than half
+		 * a batch already queued from an earlier fetch that returned early,
+		 * its fetch loop misses its end. The heap is no longer trustworthy:
+		 * stop here (state is in PostgreSQL; a restart loses nothing)
+		 * rather than crash later somewhere unrelated.
+		 */
+		log_error("nats.c returned %d messages for a fetch of %d: its heap is corrupt; "
+		          "stopping",
+		          list.Count, max);
+		abort();
+	}
+	for (int i = 0; i < list.Count; i++) {
 		msgs[(*n)++] = (struct bus_msg *)list.Msgs[i];
 		list.Msgs[i] = NULL; /* ownership moves to the caller */
 	}
