@@ -212,8 +212,17 @@ apply_due_timers(const struct apply_env *env, int limit, int64_t hold_back_ms, i
 	for (int i = 0; i < n && st == STATUS_OK; i++) {
 		struct engine_event due[MAX_DUE_PER_SAGA];
 		struct saga_inst *inst = &rows[i].inst;
-		int k = engine_due_events(defs[i], inst, now_ms, due, MAX_DUE_PER_SAGA);
+		/*
+		 * Only what came due before the hold-back horizon: a saga loaded for
+		 * an earlier stored wake-up must not time out a step whose answer may
+		 * be waiting unread. The events themselves happen now.
+		 */
+		int k = engine_due_events(defs[i], inst, now_ms - hold_back_ms, due,
+		                          MAX_DUE_PER_SAGA);
 		int before = events;
+
+		for (int e = 0; e < k; e++)
+			due[e].now_ms = now_ms;
 
 		for (int e = 0; e < k && st == STATUS_OK; e++) {
 			struct plan plan;
