@@ -227,6 +227,18 @@ free_replies(struct reply_msg *r, int n)
 		codec_reply_free(&r[i]);
 }
 
+/* One batch that must take exactly want commands (all sent before it), and their want replies. */
+static int
+batch_and_replies(struct reply_msg *r, int want)
+{
+	int n;
+
+	cr_assert_eq(run_batch(), want, "the commands sent before it, in one batch");
+	n = take_replies(r, MAX_REPLYS, want, WAIT_MS);
+	cr_assert_eq(n, want, "replies: %d of %d", n, want);
+	return n;
+}
+
 /* The reply of saga i's phase among r[0..n) with the given attempt (0 = any); NULL if none. */
 static const struct reply_msg *
 reply_of(const struct reply_msg *r, int n, int i, enum step_phase phase, uint32_t attempt)
@@ -271,9 +283,7 @@ Test(participant, a_key_delivered_twice_in_one_batch_runs_its_handler_once)
 
 	send_cmd(0, PHASE_ACTION, 1, "ok");
 	send_cmd(0, PHASE_ACTION, 2, "ok"); /* the same key: a resend while the first waits */
-	cr_assert_eq(run_batch(), 2, "both deliveries in one batch");
-	n = take_replies(r, MAX_REPLYS, 2, WAIT_MS);
-	cr_assert_eq(n, 2);
+	n = batch_and_replies(r, 2);
 	first = reply_of(r, n, 0, PHASE_ACTION, 1);
 	second = reply_of(r, n, 0, PHASE_ACTION, 2);
 	cr_assert(first != NULL && second != NULL);
@@ -288,9 +298,7 @@ Test(participant, a_key_delivered_twice_in_one_batch_runs_its_handler_once)
 
 	/* A later batch: the recorded reply again, the handler not called. */
 	send_cmd(0, PHASE_ACTION, 3, "ok");
-	cr_assert_eq(run_batch(), 1);
-	n = take_replies(r, MAX_REPLYS, 1, WAIT_MS);
-	cr_assert_eq(n, 1);
+	n = batch_and_replies(r, 1);
 	third = reply_of(r, n, 0, PHASE_ACTION, 3);
 	cr_assert(third != NULL);
 	cr_assert_eq(third->outcome, OUTCOME_SUCCESS);
@@ -310,9 +318,7 @@ Test(participant, a_failing_handler_is_undone_alone_and_the_rest_of_the_batch_co
 	send_cmd(2, PHASE_ACTION, 1, "fail-perm");
 	send_cmd(3, PHASE_ACTION, 1, "nosql");
 	send_cmd(4, PHASE_ACTION, 1, "ok");
-	cr_assert_eq(run_batch(), 5, "one batch");
-	n = take_replies(r, MAX_REPLYS, 5, WAIT_MS);
-	cr_assert_eq(n, 5);
+	n = batch_and_replies(r, 5);
 	ok = reply_of(r, n, 0, PHASE_ACTION, 1);
 	sql = reply_of(r, n, 1, PHASE_ACTION, 1);
 	perm = reply_of(r, n, 2, PHASE_ACTION, 1);
@@ -337,9 +343,7 @@ Test(participant, a_failing_handler_is_undone_alone_and_the_rest_of_the_batch_co
 	/* Again: the retryable one runs its handler again, the permanent one is answered as before. */
 	send_cmd(1, PHASE_ACTION, 2, "ok");
 	send_cmd(2, PHASE_ACTION, 2, "fail-perm");
-	cr_assert_eq(run_batch(), 2);
-	n = take_replies(r, MAX_REPLYS, 2, WAIT_MS);
-	cr_assert_eq(n, 2);
+	n = batch_and_replies(r, 2);
 	cr_assert_eq(reply_of(r, n, 1, PHASE_ACTION, 2)->outcome, OUTCOME_SUCCESS);
 	cr_assert_eq(reply_of(r, n, 2, PHASE_ACTION, 2)->outcome, OUTCOME_PERMANENT_FAILURE);
 	cr_assert(code_is(reply_of(r, n, 2, PHASE_ACTION, 2), "declined"), "error: %s",
@@ -359,9 +363,7 @@ Test(participant, an_action_after_its_compensation_never_runs_in_the_same_batch_
 	/* The same batch: the compensation first, then its (late) action. */
 	send_cmd(0, PHASE_COMPENSATION, 1, "ok");
 	send_cmd(0, PHASE_ACTION, 1, "ok");
-	cr_assert_eq(run_batch(), 2, "one batch");
-	n = take_replies(r, MAX_REPLYS, 2, WAIT_MS);
-	cr_assert_eq(n, 2);
+	n = batch_and_replies(r, 2);
 	comp = reply_of(r, n, 0, PHASE_COMPENSATION, 1);
 	act = reply_of(r, n, 0, PHASE_ACTION, 1);
 	cr_assert(comp != NULL && act != NULL);
@@ -373,14 +375,10 @@ Test(participant, an_action_after_its_compensation_never_runs_in_the_same_batch_
 
 	/* Separate batches. */
 	send_cmd(1, PHASE_COMPENSATION, 1, "ok");
-	cr_assert_eq(run_batch(), 1);
-	n = take_replies(r, MAX_REPLYS, 1, WAIT_MS);
-	cr_assert_eq(n, 1);
+	n = batch_and_replies(r, 1);
 	free_replies(r, n);
 	send_cmd(1, PHASE_ACTION, 1, "ok");
-	cr_assert_eq(run_batch(), 1);
-	n = take_replies(r, MAX_REPLYS, 1, WAIT_MS);
-	cr_assert_eq(n, 1);
+	n = batch_and_replies(r, 1);
 	cr_assert_eq(r[0].outcome, OUTCOME_PERMANENT_FAILURE);
 	cr_assert(code_is(&r[0], "compensated"), "error: %s", r[0].error);
 	cr_assert_eq(seen.calls[1][0], 0);

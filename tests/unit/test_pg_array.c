@@ -88,3 +88,78 @@ Test(pg_array, a_long_array_grows_and_keeps_every_element)
 	free(want);
 	pg_array_free(&a);
 }
+
+/* Random elements, closes and resets against a literal built the slow way. */
+Test(pg_array, random_sequences_match_a_reference_literal)
+{
+	struct pg_array a = {0};
+	static char want[1 << 20];
+	size_t pos = 0;
+	int n = 0;
+	unsigned seed = 12345;
+
+	for (int step = 0; step < 20000; step++) {
+		unsigned r = (unsigned)rand_r(&seed) % 100;
+		char text[300];
+		size_t len = (size_t)rand_r(&seed) % 250;
+
+		if (pos > sizeof(want) - 2048 || r < 2) {
+			pg_array_reset(&a);
+			pos = 0;
+			n = 0;
+			continue;
+		}
+		if (r < 10) {
+			const char *got = pg_array_close(&a);
+
+			want[pos] = '\0';
+			if (n == 0)
+				cr_assert_str_eq(got, "{}");
+			else {
+				cr_assert_eq(strncmp(got, want, pos), 0);
+				cr_assert_str_eq(got + pos, "}");
+			}
+			continue;
+		}
+		want[pos++] = n++ == 0 ? '{' : ',';
+		if (r < 40) {
+			for (size_t i = 0; i < len; i++)
+				text[i] = (char)(1 + rand_r(&seed) % 255);
+			text[len] = '\0';
+			pg_array_text(&a, text);
+			want[pos++] = '"';
+			for (size_t i = 0; i < len; i++) {
+				if (text[i] == '"' || text[i] == '\\')
+					want[pos++] = '\\';
+				want[pos++] = text[i];
+			}
+			want[pos++] = '"';
+		} else if (r < 70) {
+			static const char hex[] = "0123456789abcdef";
+
+			for (size_t i = 0; i < len; i++)
+				text[i] = (char)(rand_r(&seed) % 256);
+			pg_array_bytes(&a, (const uint8_t *)text, len);
+			memcpy(want + pos, "\"\\\\x", 4);
+			pos += 4;
+			for (size_t i = 0; i < len; i++) {
+				want[pos++] = hex[(unsigned char)text[i] >> 4];
+				want[pos++] = hex[(unsigned char)text[i] & 0xf];
+			}
+			want[pos++] = '"';
+		} else if (r < 85) {
+			int64_t v = (int64_t)rand_r(&seed) * (r % 2 ? -1 : 1);
+
+			pg_array_int(&a, v);
+			pos += (size_t)sprintf(want + pos, "%lld", (long long)v);
+		} else if (r < 95) {
+			pg_array_bool(&a, r % 2);
+			want[pos++] = r % 2 ? 't' : 'f';
+		} else {
+			pg_array_text(&a, NULL);
+			memcpy(want + pos, "NULL", 4);
+			pos += 4;
+		}
+	}
+	pg_array_free(&a);
+}
