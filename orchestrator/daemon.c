@@ -35,6 +35,8 @@ struct daemon {
 	int64_t last_sweep_ms;             /* monotonic ms of the last outbox sweep */
 	int64_t next_submit_ms;            /* monotonic ms before which submits are not polled */
 	int64_t replies_caught_up_ms; /* monotonic ms when the reply stream was last read empty */
+	bool replies_waiting;         /* the last reply batch had more behind it */
+	int last_replies;             /* replies the last reply batch took */
 	int64_t last_hold_log_ms;     /* rate limit of the "timers held back" line */
 	int64_t last_error_log_ms;    /* rate limit of repeated error lines */
 	int64_t last_reconnect_ms;    /* monotonic ms of the last reconnection attempt */
@@ -107,15 +109,20 @@ answer_start(struct daemon *d, struct bus_msg *msg, const struct start_answer *a
 	free(out.data);
 }
 
-/* Starts over request/reply: wait up to wait_ms for the first, decide a batch, answer each. */
+/*
+ * Starts over request/reply: wait up to wait_ms for the first, decide a batch
+ * of at most max, answer each.
+ */
 static int
-pass_starts(struct daemon *d, int wait_ms)
+pass_starts(struct daemon *d, int wait_ms, int max)
 {
 	int n = 0;
 	char err[512];
 	enum status st;
 
-	while (n < d->cfg->start_batch) {
+	if (max > d->cfg->start_batch)
+		max = (int)d->cfg->start_batch;
+	while (n < max) {
 		struct bus_msg *m = NULL;
 
 		if (bus_next(d->starts, n == 0 ? wait_ms : 0, &m) != STATUS_OK)
@@ -147,24 +154,26 @@ pass_starts(struct daemon *d, int wait_ms)
 #define HOLD_BACK_MIN_MS 100
 #define HOLD_BACK_MAX_MS 60000
 
-/* Reply batches taken per start batch while replies queue up. */
-#define REPLY_PASSES_PER_START 4
+/* While replies wait, at most one start is taken per this many replies of the last batch. */
+#define REPLIES_PER_START 4
 
 /* How often an empty submit stream is polled: buffered starts may wait this long. */
 #define SUBMIT_IDLE_POLL_MS 10
 
-/* Buffered starts from JetStream: acked after the commit, nak'ed when it failed. */
+/* Buffered starts from JetStream, at most max: acked after the commit, nak'ed when it failed. */
 static int
-pass_submits(struct daemon *d)
+pass_submits(struct daemon *d, int max)
 {
 	int n = 0;
 	char err[512];
 	enum status st;
 
 	/* Each fetch is a round trip to nats-server: an empty stream is polled every few ms only. */
-	if (mono_ms() < d->next_submit_ms)
+	if (max <= 0 || mono_ms() < d->next_submit_ms)
 		return 0;
-	st = bus_fetch(d->submits, (int)d->cfg->start_batch, 0, d->msg_buf, &n, err, sizeof(err));
+	if (max > d->cfg->start_batch)
+		max = (int)d->cfg->start_batch;
+	st = bus_fetch(d->submits, max, 0, d->msg_buf, &n, err, sizeof(err));
 	if (st != STATUS_OK) {
 		log_pass_error(d, "fetching submits", st, err);
 		return 0;
@@ -218,6 +227,7 @@ pass_replies(struct daemon *d, int wait_ms)
 	char err[512];
 	enum status st;
 
+	d->replies_waiting = false;
 	st = bus_fetch(d->replies, (int)d->cfg->reply_batch, wait_ms, d->msg_buf, &n, err,
 	               sizeof(err));
 	if (st != STATUS_OK) {
@@ -225,7 +235,9 @@ pass_replies(struct daemon *d, int wait_ms)
 		return 0;
 	}
 	/* Nothing waits behind this batch: every reply that arrived so far is in hand. */
-	if (n > 0 && bus_msg_pending(d->msg_buf[n - 1]) == 0)
+	d->replies_waiting = n > 0 && bus_msg_pending(d->msg_buf[n - 1]) > 0;
+	d->last_replies = n;
+	if (n > 0 && !d->replies_waiting)
 		d->replies_caught_up_ms = mono_ms();
 	if (n == 0)
 		return 0;
@@ -385,7 +397,7 @@ shut_down(struct daemon *d)
 	bus_drain(d->starts);
 	bus_drain(d->defines);
 	while (mono_ms() < deadline) {
-		int n = pass_starts(d, 20);
+		int n = pass_starts(d, 20, (int)d->cfg->start_batch);
 
 		publish_committed(d);
 		n += pass_defines(d);
@@ -476,33 +488,37 @@ daemon_run(const struct config *cfg, struct store **db, struct bus *bus,
 	pass_relay(&d, 1, 0);
 	while (!*stop) {
 		int work = 0;
-		int wrote;
+		int wrote, started, start_cap;
 
 		if (!db_ready(&d, db)) {
 			/* Answer starts ("unavailable") rather than let callers time out. */
-			pass_starts(&d, 100);
+			pass_starts(&d, 100, (int)cfg->start_batch);
 			continue;
 		}
 
-		/* Each pass's commands leave right after its commit, not on a poll. */
-		wrote = pass_starts(&d, 0);
-		publish_committed(&d);
-		wrote += pass_submits(&d);
-		publish_committed(&d);
-		work += pass_defines(&d);
 		/*
-		 * Replies finish what is in flight: while the stream holds more than
-		 * a batch, take up to REPLY_PASSES_PER_START batches before the next
-		 * start batch, so accepting new sagas cannot starve the running ones.
+		 * Replies finish what is in flight: while more of them wait, a pass
+		 * takes at most one start per REPLIES_PER_START replies of the last
+		 * batch, so accepting new sagas cannot starve the running ones (the
+		 * starts wait in their subscription: the backpressure shows as start
+		 * latency). One reply fetch per pass: back-to-back fetches trip a
+		 * bug of nats.c 3.4.1 (docs/benchmarks.md).
 		 */
-		for (int k = 0; k < REPLY_PASSES_PER_START; k++) {
-			int n = pass_replies(&d, 0);
-
-			publish_committed(&d);
-			wrote += n;
-			if (n < d.cfg->reply_batch)
-				break;
+		start_cap = (int)cfg->start_batch;
+		if (d.replies_waiting) {
+			start_cap = d.last_replies / REPLIES_PER_START;
+			if (start_cap < 1)
+				start_cap = 1;
 		}
+		/* Each pass's commands leave right after its commit, not on a poll. */
+		started = pass_starts(&d, 0, start_cap);
+		publish_committed(&d);
+		started += pass_submits(&d, start_cap - started);
+		publish_committed(&d);
+		wrote = started;
+		work += pass_defines(&d);
+		wrote += pass_replies(&d, 0);
+		publish_committed(&d);
 		wrote += pass_timers(&d, 0);
 		publish_committed(&d);
 		work += wrote;
@@ -510,7 +526,7 @@ daemon_run(const struct config *cfg, struct store **db, struct bus *bus,
 		work += pass_relay(&d, 0, SWEEP_MIN_AGE_MS);
 		if (work == 0) {
 			/* Idle: wait briefly for a start (the most latency-sensitive input), then a reply. */
-			if (pass_starts(&d, 2) > 0) {
+			if (pass_starts(&d, 2, (int)cfg->start_batch) > 0) {
 				publish_committed(&d);
 				pass_relay(&d, 0, SWEEP_MIN_AGE_MS);
 			} else if (pass_replies(&d, 3) > 0) {

@@ -1844,6 +1844,17 @@ participant_run_once(struct participant *p, int64_t timeout_ms, int *handled)
 		sleep_ms(timeout_ms);
 		return down ? STATUS_UNAVAILABLE : STATUS_NATS;
 	}
+	if (list.Count > p->batch) {
+		/*
+		 * nats.c 3.4.1 wrote past its own array (a fetch that found more
+		 * than half a batch already queued; docs/benchmarks.md): the heap
+		 * is corrupt. Nothing of this batch is done yet; stop here.
+		 */
+		log_error("participant %s: nats.c returned %d commands for a fetch of %d: its heap "
+		          "is corrupt; stopping",
+		          p->durable, list.Count, p->batch);
+		abort();
+	}
 	for (int i = 0; i < list.Count; i++)
 		decode_slot(p, &p->slots[i], list.Msgs[i]);
 	run_batch(p, &list);
