@@ -35,7 +35,7 @@ struct daemon {
 	int64_t last_sweep_ms;             /* monotonic ms of the last outbox sweep */
 	int64_t next_submit_ms;            /* monotonic ms before which submits are not polled */
 	int64_t replies_caught_up_ms; /* monotonic ms when the reply stream was last read empty */
-	bool replies_waiting;         /* the last reply batch had more behind it */
+	uint64_t replies_behind;      /* replies still in the stream behind the last batch */
 	int last_replies;             /* replies the last reply batch took */
 	int64_t last_hold_log_ms;     /* rate limit of the "timers held back" line */
 	int64_t last_error_log_ms;    /* rate limit of repeated error lines */
@@ -154,7 +154,7 @@ pass_starts(struct daemon *d, int wait_ms, int max)
 #define HOLD_BACK_MIN_MS 100
 #define HOLD_BACK_MAX_MS 60000
 
-/* While replies wait, at most one start is taken per this many replies of the last batch. */
+/* While over a batch of replies waits, one start is taken per this many replies of the last batch. */
 #define REPLIES_PER_START 4
 
 /* How often an empty submit stream is polled: buffered starts may wait this long. */
@@ -227,7 +227,7 @@ pass_replies(struct daemon *d, int wait_ms)
 	char err[512];
 	enum status st;
 
-	d->replies_waiting = false;
+	d->replies_behind = 0;
 	st = bus_fetch(d->replies, (int)d->cfg->reply_batch, wait_ms, d->msg_buf, &n, err,
 	               sizeof(err));
 	if (st != STATUS_OK) {
@@ -235,9 +235,9 @@ pass_replies(struct daemon *d, int wait_ms)
 		return 0;
 	}
 	/* Nothing waits behind this batch: every reply that arrived so far is in hand. */
-	d->replies_waiting = n > 0 && bus_msg_pending(d->msg_buf[n - 1]) > 0;
+	d->replies_behind = n > 0 ? bus_msg_pending(d->msg_buf[n - 1]) : 0;
 	d->last_replies = n;
-	if (n > 0 && !d->replies_waiting)
+	if (n > 0 && d->replies_behind == 0)
 		d->replies_caught_up_ms = mono_ms();
 	if (n == 0)
 		return 0;
@@ -497,15 +497,15 @@ daemon_run(const struct config *cfg, struct store **db, struct bus *bus,
 		}
 
 		/*
-		 * Replies finish what is in flight: while more of them wait, a pass
-		 * takes at most one start per REPLIES_PER_START replies of the last
-		 * batch, so accepting new sagas cannot starve the running ones (the
-		 * starts wait in their subscription: the backpressure shows as start
-		 * latency). One reply fetch per pass: back-to-back fetches trip a
-		 * bug of nats.c 3.4.1 (docs/benchmarks.md).
+		 * Replies finish what is in flight: while more than a batch of them
+		 * waits, a pass takes at most one start per REPLIES_PER_START
+		 * replies of the last batch, so accepting new sagas cannot starve
+		 * the running ones (the starts wait in their subscription: the
+		 * backpressure shows as start latency). One reply fetch per pass:
+		 * back-to-back fetches trip a bug of nats.c 3.4.1 (docs/benchmarks.md).
 		 */
 		start_cap = (int)cfg->start_batch;
-		if (d.replies_waiting) {
+		if (d.replies_behind > (uint64_t)cfg->reply_batch) {
 			start_cap = d.last_replies / REPLIES_PER_START;
 			if (start_cap < 1)
 				start_cap = 1;
