@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 static const char *const saga_state_names[] = {
         [SAGA_RUNNING] = "running",     [SAGA_COMPENSATING] = "compensating",
@@ -163,17 +164,43 @@ saga_inst_release(struct saga_inst *inst)
 	}
 }
 
+/* The last id's time and counter, per thread: ids of one thread only ever grow. */
+static _Thread_local struct {
+	uint64_t ms;      /* unix ms in the last id */
+	uint32_t counter; /* its 12-bit counter */
+} last_id;
+
 bool
 saga_new_id(char out[SAGA_ID_LEN + 1])
 {
 	static const char hex[] = "0123456789abcdef";
 	unsigned char r[16];
+	struct timespec ts;
+	uint64_t ms;
 	size_t o = 0;
 
 	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
 		return false;
-	r[6] = (unsigned char)((r[6] & 0x0f) | 0x40); /* version 4 */
-	r[8] = (unsigned char)((r[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	if (ms <= last_id.ms) {
+		/* Same millisecond (or the clock stepped back): count on from the last id. */
+		ms = last_id.ms;
+		if (++last_id.counter > 0xfff) {
+			ms++;
+			last_id.counter = 0;
+		}
+	} else {
+		/* A random start below half the range leaves room to count. */
+		last_id.counter = ((uint32_t)r[6] << 8 | r[7]) & 0x7ff;
+	}
+	last_id.ms = ms;
+	/* RFC 9562 version 7: 48-bit unix ms, version, 12-bit counter, variant, 62 random bits. */
+	for (int i = 0; i < 6; i++)
+		r[i] = (unsigned char)(ms >> (40 - 8 * i));
+	r[6] = (unsigned char)(0x70 | (last_id.counter >> 8));
+	r[7] = (unsigned char)(last_id.counter & 0xff);
+	r[8] = (unsigned char)((r[8] & 0x3f) | 0x80); /* RFC 9562 variant */
 	for (int i = 0; i < 16; i++) {
 		if (i == 4 || i == 6 || i == 8 || i == 10)
 			out[o++] = '-';

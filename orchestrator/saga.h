@@ -170,7 +170,13 @@ bool saga_utf8_valid(const char *s, size_t len);
  */
 size_t saga_utf8_scrub(char *s);
 
-/* Write a new random (version 4) UUID in text form; false if no randomness. */
+/*
+ * Write a new saga id in text form, a time-ordered UUID (RFC 9562 version 7:
+ * unix ms, a counter, 62 random bits); false if no randomness. Ids made by
+ * one thread always grow, so the indexes keyed by saga id (the saga, its
+ * steps, its transitions) take new rows at their right edge instead of on
+ * random pages.
+ */
 bool saga_new_id(char out[SAGA_ID_LEN + 1]);
 
 /* Release what an instance owns (input, outputs); the struct itself is the caller's. */

@@ -1,6 +1,9 @@
-/* Unit tests of the domain helpers in saga.c that guard text from the wire. */
+/* Unit tests of the domain helpers in saga.c: text from the wire, new saga ids. */
 #include <criterion/criterion.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "saga.h"
 
@@ -64,4 +67,52 @@ Test(saga, names_and_keys_refuse_subject_syntax)
 	cr_assert(saga_valid_subject("stock.reserve"));
 	cr_assert(!saga_valid_subject("stock..reserve") && !saga_valid_subject("stock.*") &&
 	          !saga_valid_subject("stock.>") && !saga_valid_subject(".stock"));
+}
+
+/* The 48-bit unix ms at the front of a version 7 id. */
+static uint64_t
+id_ms(const char *id)
+{
+	char hex[13];
+
+	memcpy(hex, id, 8);
+	memcpy(hex + 8, id + 9, 4);
+	hex[12] = '\0';
+	return strtoull(hex, NULL, 16);
+}
+
+Test(saga, new_ids_are_version_7_uuids_of_the_current_time)
+{
+	char id[SAGA_ID_LEN + 1];
+	struct timespec ts;
+	uint64_t before, after;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	before = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	cr_assert(saga_new_id(id));
+	clock_gettime(CLOCK_REALTIME, &ts);
+	after = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	cr_assert_eq(strlen(id), SAGA_ID_LEN);
+	for (int i = 0; i < SAGA_ID_LEN; i++) {
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+			cr_assert_eq(id[i], '-', "%s", id);
+		else
+			cr_assert(strchr("0123456789abcdef", id[i]) != NULL, "%s", id);
+	}
+	cr_assert_eq(id[14], '7', "version nibble of %s", id);
+	cr_assert(strchr("89ab", id[19]) != NULL, "variant of %s", id);
+	/* A burst may run the counter past the millisecond by a little, never behind it. */
+	cr_assert_geq(id_ms(id), before, "%s", id);
+	cr_assert_leq(id_ms(id), after + 2, "%s", id);
+}
+
+Test(saga, ids_of_one_thread_grow_and_differ_even_within_a_millisecond)
+{
+	static char ids[20000][SAGA_ID_LEN + 1];
+
+	/* Far more ids than one millisecond's counter holds: the counter rolls into the next ms. */
+	for (int i = 0; i < 20000; i++)
+		cr_assert(saga_new_id(ids[i]));
+	for (int i = 1; i < 20000; i++)
+		cr_assert_lt(strcmp(ids[i - 1], ids[i]), 0, "%s then %s", ids[i - 1], ids[i]);
 }
