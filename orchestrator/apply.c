@@ -256,7 +256,7 @@ apply_due_timers(const struct apply_env *env, int limit, int64_t hold_back_ms, i
 		}
 		/* A wake-up that found nothing due moves on to the real next timer. */
 		engine_recompute_wake(defs[i], inst);
-		store_queue_update_saga(env->db, inst, events > before);
+		store_queue_update_saga(env->db, defs[i], inst, rows[i].version, events > before);
 		store_queue_steps(env->db, defs[i], inst);
 	}
 	if (st != STATUS_OK) {
@@ -319,7 +319,8 @@ apply_operator(const struct apply_env *env, const char *saga_id, enum engine_eve
 	st = apply_queue_plan(env, def, &rows[0].inst, plan, now_ms);
 	if (st != STATUS_OK)
 		goto fail;
-	store_queue_update_saga(env->db, &rows[0].inst, plan->verdict == VERDICT_APPLIED);
+	store_queue_update_saga(env->db, def, &rows[0].inst, rows[0].version,
+	                        plan->verdict == VERDICT_APPLIED);
 	store_queue_steps(env->db, def, &rows[0].inst);
 	st = store_commit(env->db, err, errlen);
 	store_loaded_free(rows, n);

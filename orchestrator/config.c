@@ -159,6 +159,10 @@ static const struct setting settings[] = {
          "SAGAD_REPLY_BATCH", "replies fetched and applied in one database transaction"},
         {"timer_batch", SETTING_INT, F(timer_batch), "256", 1, 10000, NULL, NULL, false,
          "SAGAD_TIMER_BATCH", "sagas with due timers handled in one database transaction"},
+        {"saga_cache", SETTING_INT, F(saga_cache), "4096", 0, 10000000, NULL, NULL, false,
+         "SAGAD_SAGA_CACHE",
+         "sagas kept in memory between their events (each checked against its row's version "
+         "when used); 0 = read every saga from the database"},
         {"relay_batch", SETTING_INT, F(relay_batch), "1000", 1, 100000, NULL, NULL, false,
          "SAGAD_RELAY_BATCH", "outbox rows published per relay pass"},
         {"timer_interval", SETTING_DURATION, F(timer_interval_ms), "50ms", 1, MS_MINUTE, NULL, NULL,

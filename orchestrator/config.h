@@ -45,6 +45,7 @@ struct config {
 	int64_t max_in_flight;        /* admission limit: sagas running or compensating */
 	int64_t start_batch;          /* starts decided per transaction */
 	int64_t reply_batch;          /* replies applied per transaction */
+	int64_t saga_cache;           /* sagas kept in memory between events; 0 = off */
 	int64_t timer_batch;          /* sagas woken per timer transaction */
 	int64_t relay_batch;          /* outbox rows published per relay pass */
 	int64_t timer_interval_ms;    /* how often due timers are polled when idle */

@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "relay.h"
 #include "replies.h"
+#include "sagacache.h"
 
 /* Everything the loop holds. */
 struct daemon {
@@ -31,6 +32,7 @@ struct daemon {
 	int64_t *received_us;              /* when each start of the batch arrived (monotonic us) */
 	struct http *http;                 /* the HTTP API, or NULL when off */
 	struct relay *relay;               /* rows published right after their commit */
+	struct sagacache *cache;           /* sagas this process wrote last, or NULL (off) */
 	int64_t last_timer_ms;             /* monotonic ms of the last timer pass */
 	int64_t last_sweep_ms;             /* monotonic ms of the last outbox sweep */
 	int64_t next_submit_ms;            /* monotonic ms before which submits are not polled */
@@ -441,6 +443,8 @@ db_ready(struct daemon *d, struct store **db)
 	*db = fresh;
 	d->env.db = fresh;
 	store_keep_committed_outbox(fresh, 1);
+	/* Still good: every entry is checked against its row's version when used. */
+	store_set_cache(fresh, d->cache);
 	log_info("reconnected to PostgreSQL");
 	return 1;
 }
@@ -472,6 +476,10 @@ daemon_run(const struct config *cfg, struct store **db, struct bus *bus,
 		log_fatal("out of memory");
 		goto cleanup;
 	}
+	if (cfg->saga_cache > 0 && sagacache_new((int)cfg->saga_cache, &d.cache) != STATUS_OK) {
+		log_fatal("out of memory");
+		goto cleanup;
+	}
 	if (subscribe_all(&d) != 0)
 		goto cleanup;
 	if (strcmp(cfg->http_listen, "off") != 0 &&
@@ -483,6 +491,7 @@ daemon_run(const struct config *cfg, struct store **db, struct bus *bus,
 	        "ready: orchestrating on %s.start.*, %s.submit.*, %s.define; replies on %s.reply.>",
 	        cfg->subject_prefix, cfg->subject_prefix, cfg->subject_prefix, cfg->subject_prefix);
 	store_keep_committed_outbox(*db, 1);
+	store_set_cache(*db, d.cache);
 	d.replies_caught_up_ms = mono_ms();
 	/* Whatever an earlier run left in the outbox goes out first. */
 	pass_relay(&d, 1, 0);
@@ -544,6 +553,9 @@ cleanup:
 	bus_unsubscribe(d.replies);
 	bus_unsubscribe(d.submits);
 	relay_free(d.relay);
+	if (*db != NULL)
+		store_set_cache(*db, NULL);
+	sagacache_free(d.cache);
 	defcache_free(d.env.defs);
 	breaker_free(d.env.breakers);
 	free(d.start_buf);

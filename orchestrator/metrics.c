@@ -253,6 +253,14 @@ metrics_render(const struct metrics_gauges *g, char **out, size_t *len)
 	put_counter(&t, "sagad_retries_held_total", "Retries held back by an open circuit.", "",
 	            M_RETRIES_HELD);
 	put(&t,
+	    "# HELP sagad_saga_cache_total Sagas an event found in the saga cache (hit) or read"
+	    " from the database (miss).\n"
+	    "# TYPE sagad_saga_cache_total counter\n"
+	    "sagad_saga_cache_total{result=\"hit\"} %llu\n"
+	    "sagad_saga_cache_total{result=\"miss\"} %llu\n",
+	    (unsigned long long)metrics_get(M_SAGA_CACHE_HITS),
+	    (unsigned long long)metrics_get(M_SAGA_CACHE_MISSES));
+	put(&t,
 	    "# HELP sagad_breakers_open Circuits open now.\n"
 	    "# TYPE sagad_breakers_open gauge\nsagad_breakers_open %lld\n",
 	    (long long)__atomic_load_n(&breakers_open, __ATOMIC_RELAXED));

@@ -34,6 +34,8 @@ enum metric_counter {
 	M_OUTBOX_PUBLISHED,            /* outbox rows published and deleted */
 	M_BREAKER_OPENED,              /* circuits opened */
 	M_RETRIES_HELD,                /* retries held back by an open circuit */
+	M_SAGA_CACHE_HITS,             /* sagas taken from the saga cache */
+	M_SAGA_CACHE_MISSES,           /* sagas read from the database */
 	M_COUNTER_COUNT,               /* number of counters */
 };
 

@@ -274,7 +274,8 @@ replies_apply(const struct apply_env *env, struct bus_msg **msgs, int n, int *ap
 	for (int i = 0; i < n_rows && st == STATUS_OK; i++) {
 		if (!touched[i])
 			continue;
-		store_queue_update_saga(env->db, &rows[i].inst, touched[i] == 2);
+		store_queue_update_saga(env->db, defs[i], &rows[i].inst, rows[i].version,
+		                        touched[i] == 2);
 		store_queue_steps(env->db, defs[i], &rows[i].inst);
 	}
 	if (st != STATUS_OK)

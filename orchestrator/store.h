@@ -7,6 +7,7 @@
 
 #include "engine.h"
 #include "saga.h"
+#include "sagacache.h"
 #include "status.h"
 
 struct store;
@@ -32,6 +33,14 @@ enum status store_connect(struct store **out, const char *url, const char *schem
 
 /* Close the connection and free s; NULL is a no-op. */
 void store_close(struct store *s);
+
+/*
+ * Let this connection keep the sagas it writes in cache (NULL: none, the
+ * default) and serve store_begin_load from it. Every write of a saga's steps
+ * goes with an update of its row, so the row's xmin versions the whole saga.
+ * The cache stays the caller's.
+ */
+void store_set_cache(struct store *s, struct sagacache *cache);
 
 /* Run one statement that returns no rows. */
 enum status store_exec(struct store *s, const char *sql, char *err, size_t errlen) MUSTCHECK;
@@ -67,11 +76,17 @@ enum status store_migration_apply(struct store *s, const struct store_migration 
 
 /* ---- sagas (store_saga.c) ---- */
 
-/* One instance read under its row lock, with the definition it runs. */
+/*
+ * One instance, read under its row lock or taken from the saga cache, with
+ * the definition it runs. Taken from the cache, version is the row version
+ * our last commit gave it: the update of this batch applies only if the row
+ * is still at that version, else the whole commit fails (STATUS_DB_RETRY).
+ */
 struct store_loaded {
 	struct saga_inst inst;            /* state, steps, outputs (owned: saga_inst_release) */
 	char def_name[SAGA_NAME_MAX + 1]; /* definition name */
 	uint32_t def_version;             /* definition version */
+	char version[SAGACACHE_VERSION_MAX + 1]; /* "" = read under its row lock */
 };
 
 /* One outbox row taken by the relay. Strings point into the result (valid until commit/rollback). */
@@ -152,12 +167,15 @@ void store_queue_insert_saga(struct store *s, const struct saga_def *def,
                              const struct saga_inst *inst, const char *idempotency_key,
                              const char *labels_json);
 /*
+ * version: the row version inst was taken from the cache with (struct
+ * store_loaded), or "" when it was read under its row lock.
  * progressed: some event was applied (moves updated_at); else only seq and
  * timers change. The stored wake_at is kept while it is still ahead and no
  * later than inst->wake_at_ms: it is the time sagad looks at the saga next,
  * never later than its next timer (engine_recompute_wake on that pass).
  */
-void store_queue_update_saga(struct store *s, const struct saga_inst *inst, int progressed);
+void store_queue_update_saga(struct store *s, const struct saga_def *def,
+                             const struct saga_inst *inst, const char *version, int progressed);
 void store_queue_steps(struct store *s, const struct saga_def *def, struct saga_inst *inst);
 void store_queue_transition(struct store *s, const struct saga_def *def,
                             const struct saga_inst *inst, const struct plan *plan,

@@ -36,12 +36,15 @@ const struct store_batch_statement store_batch_statements[STORE_T_COUNT] = {
                                                       " $14::text[])"
                                                       " AS u(id, corr, dname, dver, state,"
                                                       " input, ikey, labels, tp, seq, comp,"
-                                                      " wake, dl, err)",
+                                                      " wake, dl, err)"
+                                                      /* The versions, for the saga cache. */
+                                                      " RETURNING id::text, xmin::text",
                  14},
         /* The SQL laid out by hand (clang-format breaks strings around macros). */
         /* clang-format off */
         [STORE_T_UPD_SAGA] =
                 {"batch_upd_saga",
+                 "WITH upd AS ("
                  "UPDATE saga_instance AS i SET state = u.state, seq = u.seq,"
                  " completions = u.comp,"
                  /*
@@ -61,15 +64,25 @@ const struct store_batch_statement store_batch_statements[STORE_T_COUNT] = {
                  " ended_at = CASE WHEN u.state IN ('completed', 'compensated', 'resolved')"
                  "   THEN COALESCE(i.ended_at, now()) END"
                  " FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::bigint[],"
-                 "   $6::bigint[], $7::text[], $8::boolean[])"
-                 "   AS u(id, state, seq, comp, wake, dl, err, progressed)"
-                 " WHERE i.id = u.id",
+                 "   $6::bigint[], $7::text[], $8::boolean[], $9::text[])"
+                 "   AS u(id, state, seq, comp, wake, dl, err, progressed, ver)"
+                 /*
+                  * A saga taken from the cache is written only if its row is
+                  * still the version our last commit made; if any is not,
+                  * saga_expect_rows fails the transaction (40001).
+                  */
+                 " WHERE i.id = u.id AND (u.ver = '' OR i.xmin::text = u.ver)"
+                 " RETURNING i.id, i.xmin)"
+                 " SELECT id::text, xmin::text FROM upd"
+                 " UNION ALL SELECT NULL, NULL"
+                 " WHERE saga_expect_rows((SELECT count(DISTINCT x) FROM unnest($1::uuid[]) x),"
+                 "   (SELECT count(*) FROM upd))",
                  /*
                   * A join: prepared, it kept the plan made while the table was
                   * small (a hash join over a sequential scan) as the table grew,
                   * so every update read every saga row until an ANALYZE.
                   */
-                 8, 1},
+                 9, 1},
         /* clang-format on */
         [STORE_T_UPS_STEP] =
                 {"batch_ups_step",
@@ -160,6 +173,7 @@ store_batch_begin(struct store *s, char *err, size_t errlen)
 		for (int c = 0; c < STORE_BATCH_MAX_COLS; c++)
 			pg_array_reset(&s->batch_cols[t][c]);
 	}
+	store_unstage(s, 1);
 	s->queue_failed = 0;
 	s->in_batch = 1;
 	return STATUS_OK;
@@ -168,6 +182,10 @@ store_batch_begin(struct store *s, char *err, size_t errlen)
 void
 store_batch_free(struct store *s)
 {
+	store_unstage(s, 0);
+	free(s->staged);
+	s->staged = NULL;
+	s->cap_staged = 0;
 	store_committed_clear(s);
 	free(s->committed);
 	s->committed = NULL;
@@ -194,12 +212,61 @@ store_batch_params(struct store *s, enum store_table t, const char **values)
 	return 1;
 }
 
+/* Copy the saga aside for the cache; its commit gives it a version (store_commit). */
+static void
+stage(struct store *s, const struct saga_def *def, const struct saga_inst *inst)
+{
+	struct sagacache_entry *e;
+
+	if (s->cache == NULL)
+		return;
+	if (s->n_staged == s->cap_staged) {
+		int cap = s->cap_staged > 0 ? 2 * s->cap_staged : 64;
+		struct sagacache_entry **grown = realloc(s->staged, (size_t)cap * sizeof(*grown));
+
+		if (grown == NULL) {
+			/* Out of memory: the saga is read from the database next time. */
+			sagacache_drop(s->cache, inst->id);
+			return;
+		}
+		s->staged = grown;
+		s->cap_staged = cap;
+	}
+	e = sagacache_stage(inst, def->n_steps, def->name, def->version);
+	if (e == NULL) {
+		sagacache_drop(s->cache, inst->id);
+		return;
+	}
+	s->staged[s->n_staged++] = e;
+}
+
+void
+store_unstage(struct store *s, int forget)
+{
+	for (int i = 0; i < s->n_staged; i++) {
+		if (s->staged[i] == NULL)
+			continue;
+		if (forget)
+			sagacache_drop(s->cache, sagacache_entry_id(s->staged[i]));
+		sagacache_discard(s->staged[i]);
+	}
+	s->n_staged = 0;
+}
+
+void
+store_set_cache(struct store *s, struct sagacache *cache)
+{
+	store_unstage(s, 0);
+	s->cache = cache;
+}
+
 void
 store_queue_insert_saga(struct store *s, const struct saga_def *def, const struct saga_inst *inst,
                         const char *idempotency_key, const char *labels_json)
 {
 	struct pg_array *c = row(s, STORE_T_INS_SAGA);
 
+	stage(s, def, inst);
 	pg_array_text(&c[0], inst->id);
 	pg_array_text(&c[1], inst->correlation_id);
 	pg_array_text(&c[2], def->name);
@@ -218,10 +285,12 @@ store_queue_insert_saga(struct store *s, const struct saga_def *def, const struc
 }
 
 void
-store_queue_update_saga(struct store *s, const struct saga_inst *inst, int progressed)
+store_queue_update_saga(struct store *s, const struct saga_def *def, const struct saga_inst *inst,
+                        const char *version, int progressed)
 {
 	struct pg_array *c = row(s, STORE_T_UPD_SAGA);
 
+	stage(s, def, inst);
 	pg_array_text(&c[0], inst->id);
 	pg_array_text(&c[1], saga_state_name(inst->state));
 	pg_array_int(&c[2], inst->seq);
@@ -230,6 +299,7 @@ store_queue_update_saga(struct store *s, const struct saga_inst *inst, int progr
 	pg_array_int(&c[5], inst->deadline_at_ms);
 	pg_array_text(&c[6], inst->last_error);
 	pg_array_bool(&c[7], progressed);
+	pg_array_text(&c[8], version != NULL ? version : "");
 }
 
 void
@@ -379,6 +449,67 @@ store_outbox_committed_done(struct store *s)
 	store_committed_clear(s);
 }
 
+static int
+cmp_staged(const void *a, const void *b)
+{
+	return strcmp(sagacache_entry_id(*(struct sagacache_entry *const *)a),
+	              sagacache_entry_id(*(struct sagacache_entry *const *)b));
+}
+
+/* The index of saga id among the staged (sorted by id), or -1. */
+static int
+find_staged(const struct store *s, const char *id)
+{
+	int lo = 0, hi = s->n_staged - 1;
+
+	while (lo <= hi) {
+		int mid = lo + (hi - lo) / 2;
+		int c = strcmp(sagacache_entry_id(s->staged[mid]), id);
+
+		if (c == 0)
+			return mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+/* Committed: each saga row written (id, xmin) puts its staged copy in the cache. */
+static void
+cache_committed(struct store *s, PGresult *const *versions, int n_versions)
+{
+	const char **version;
+
+	if (s->cache == NULL || s->n_staged == 0)
+		return;
+	version = calloc((size_t)s->n_staged, sizeof(*version));
+	if (version == NULL) {
+		store_unstage(s, 1); /* out of memory: read back next time */
+		return;
+	}
+	qsort(s->staged, (size_t)s->n_staged, sizeof(*s->staged), cmp_staged);
+	for (int v = 0; v < n_versions; v++) {
+		for (int r = 0; versions[v] != NULL && r < PQntuples(versions[v]); r++) {
+			int i = PQgetisnull(versions[v], r, 0)
+			                ? -1
+			                : find_staged(s, PQgetvalue(versions[v], r, 0));
+
+			if (i >= 0)
+				version[i] = PQgetvalue(versions[v], r, 1);
+		}
+	}
+	for (int i = 0; i < s->n_staged; i++) {
+		if (version[i] == NULL)
+			continue; /* its row was not written (none should be): read back next time */
+		sagacache_commit(s->cache, s->staged[i], version[i]);
+		s->staged[i] = NULL; /* the cache has it now */
+	}
+	free(version);
+	store_unstage(s, 1);
+}
+
 /* Send each table's rows, the COMMIT and a sync; read every result; report the first failure. */
 enum status
 store_commit(struct store *s, char *err, size_t errlen)
@@ -386,8 +517,10 @@ store_commit(struct store *s, char *err, size_t errlen)
 	const char *values[STORE_BATCH_MAX_COLS];
 	PGresult *res;
 	PGresult *outbox = NULL;
+	PGresult *versions[2] = {NULL, NULL}; /* (id, xmin) of the inserted and updated sagas */
 	enum status st = STATUS_OK;
 	int sent = 0, outbox_query = -1, results = 0;
+	int version_query[2] = {-1, -1};
 
 	if (!s->in_batch)
 		return store_exec(s, "COMMIT", err, errlen);
@@ -424,6 +557,8 @@ store_commit(struct store *s, char *err, size_t errlen)
 		}
 		if (t == STORE_T_INS_OUTBOX)
 			outbox_query = sent;
+		else if (t == STORE_T_INS_SAGA || t == STORE_T_UPD_SAGA)
+			version_query[t == STORE_T_UPD_SAGA] = sent;
 		sent++;
 	}
 	if (PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
@@ -454,11 +589,15 @@ store_commit(struct store *s, char *err, size_t errlen)
 			             : store_status_from_result(res, s->conn);
 			store_set_err(err, errlen, "batch write", PQresultErrorMessage(res));
 		}
-		if (results++ == outbox_query && s->keep_outbox &&
+		if (results == outbox_query && s->keep_outbox &&
 		    PQresultStatus(res) == PGRES_TUPLES_OK)
 			outbox = res;
+		else if ((results == version_query[0] || results == version_query[1]) &&
+		         PQresultStatus(res) == PGRES_TUPLES_OK)
+			versions[results == version_query[1]] = res;
 		else
 			PQclear(res);
+		results++;
 	}
 	PQexitPipelineMode(s->conn);
 	s->in_pipeline = 0;
@@ -468,8 +607,15 @@ store_commit(struct store *s, char *err, size_t errlen)
 		res = PQexec(s->conn, "ROLLBACK");
 		PQclear(res);
 		PQclear(outbox);
+		PQclear(versions[0]);
+		PQclear(versions[1]);
+		/* A lost connection may have committed: the sagas are read back next time. */
+		store_unstage(s, 1);
 		return st;
 	}
+	cache_committed(s, versions, 2);
+	PQclear(versions[0]);
+	PQclear(versions[1]);
 	if (outbox != NULL && !keep_committed(s, outbox))
 		PQclear(outbox); /* out of memory: the sweep publishes these rows */
 	return st;

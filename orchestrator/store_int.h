@@ -32,18 +32,22 @@ struct store_batch_statement {
 extern const struct store_batch_statement store_batch_statements[STORE_T_COUNT];
 
 struct store {
-	PGconn *conn;         /* the connection; one per thread that uses it */
-	int prepared;         /* statements prepared on this connection */
-	int in_pipeline;      /* pipeline mode entered (only inside store_commit) */
-	int in_batch;         /* store_batch_begin called: the commit writes the queued rows */
-	int queue_failed;     /* a queued row could not be stored (out of memory) */
-	PGresult *held;       /* result kept alive for outbox rows */
-	char queue_err[256];  /* why the queue failed */
-	int keep_outbox;      /* store_keep_committed_outbox: keep committed outbox rows */
-	PGresult **committed; /* results of committed outbox inserts not yet taken */
-	int n_committed;      /* how many */
-	int cap_committed;    /* allocated */
-	int batch_rows[STORE_T_COUNT];                                   /* rows queued per table */
+	PGconn *conn;            /* the connection; one per thread that uses it */
+	int prepared;            /* statements prepared on this connection */
+	int in_pipeline;         /* pipeline mode entered (only inside store_commit) */
+	int in_batch;            /* store_batch_begin called: the commit writes the queued rows */
+	int queue_failed;        /* a queued row could not be stored (out of memory) */
+	PGresult *held;          /* result kept alive for outbox rows */
+	char queue_err[256];     /* why the queue failed */
+	int keep_outbox;         /* store_keep_committed_outbox: keep committed outbox rows */
+	PGresult **committed;    /* results of committed outbox inserts not yet taken */
+	int n_committed;         /* how many */
+	int cap_committed;       /* allocated */
+	struct sagacache *cache; /* store_set_cache, or NULL */
+	struct sagacache_entry **staged; /* sagas this batch writes, for the cache at commit */
+	int n_staged;                    /* how many */
+	int cap_staged;                  /* allocated */
+	int batch_rows[STORE_T_COUNT];   /* rows queued per table */
 	struct pg_array batch_cols[STORE_T_COUNT][STORE_BATCH_MAX_COLS]; /* their columns */
 };
 
@@ -61,6 +65,9 @@ void store_committed_clear(struct store *s);
 
 /* Close each column's array literal; values[c] points at it. 0 when out of memory. */
 int store_batch_params(struct store *s, enum store_table t, const char **values);
+
+/* Forget the staged sagas; with forget, drop their cache entries too (state unknown). */
+void store_unstage(struct store *s, int forget);
 
 /* Free the column buffers (store_close). */
 void store_batch_free(struct store *s);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics.h"
 #include "store.h"
 #include "store_int.h"
 
@@ -80,6 +81,8 @@ store_rollback(struct store *s)
 	s->in_batch = 0;
 	PQclear(s->held);
 	s->held = NULL;
+	/* What this batch would have written never happened; nothing in the cache changed either. */
+	store_unstage(s, 0);
 	res = PQexec(s->conn, "ROLLBACK");
 	PQclear(res);
 }
@@ -333,9 +336,10 @@ cleanup:
 	return STATUS_OK;
 }
 
-enum status
-store_begin_load(struct store *s, const char *const *ids, int n_ids, int64_t *now_ms,
-                 struct store_loaded **out, int *n_out, char *err, size_t errlen)
+/* store_begin_load without the cache: every saga read (and locked) from the database. */
+static enum status
+begin_load_db(struct store *s, const char *const *ids, int n_ids, int64_t *now_ms,
+              struct store_loaded **out, int *n_out, char *err, size_t errlen)
 {
 	static const char *const sql[4] = {
 	        "BEGIN",
@@ -432,6 +436,67 @@ store_begin_load(struct store *s, const char *const *ids, int n_ids, int64_t *no
 	*out = rows;
 	*n_out = n;
 	return STATUS_OK;
+}
+
+enum status
+store_begin_load(struct store *s, const char *const *ids, int n_ids, int64_t *now_ms,
+                 struct store_loaded **out, int *n_out, char *err, size_t errlen)
+{
+	struct store_loaded *rows = NULL, *all;
+	const char **miss;
+	int n_miss = 0, n = 0;
+	enum status st;
+
+	if (s->cache == NULL || sagacache_count(s->cache) == 0) {
+		metrics_add(M_SAGA_CACHE_MISSES, (uint64_t)n_ids);
+		return begin_load_db(s, ids, n_ids, now_ms, out, n_out, err, errlen);
+	}
+	*out = NULL;
+	*n_out = 0;
+	miss = malloc((size_t)(n_ids > 0 ? n_ids : 1) * sizeof(*miss));
+	if (miss == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return STATUS_NOMEM;
+	}
+	for (int i = 0; i < n_ids; i++) {
+		if (!sagacache_has(s->cache, ids[i]))
+			miss[n_miss++] = ids[i];
+	}
+	st = begin_load_db(s, miss, n_miss, now_ms, &rows, &n, err, errlen);
+	free(miss);
+	if (st != STATUS_OK)
+		return st;
+	metrics_add(M_SAGA_CACHE_MISSES, (uint64_t)n_miss);
+	metrics_add(M_SAGA_CACHE_HITS, (uint64_t)(n_ids - n_miss));
+	all = realloc(rows, (size_t)(n_ids > 0 ? n + n_ids - n_miss : 1) * sizeof(*all));
+	if (all == NULL) {
+		st = STATUS_NOMEM;
+		goto fail;
+	}
+	rows = all;
+	/* The others as our last commit left them: their update checks that nobody changed them. */
+	for (int i = 0; i < n_ids; i++) {
+		struct store_loaded *l = &rows[n];
+
+		if (!sagacache_has(s->cache, ids[i]))
+			continue;
+		memset(l, 0, sizeof(*l));
+		if (!sagacache_get(s->cache, ids[i], &l->inst, l->def_name, &l->def_version,
+		                   l->version)) {
+			st = STATUS_NOMEM;
+			goto fail;
+		}
+		n++;
+	}
+	qsort(rows, (size_t)n, sizeof(*rows), cmp_loaded);
+	*out = rows;
+	*n_out = n;
+	return STATUS_OK;
+fail:
+	snprintf(err, errlen, "out of memory");
+	store_loaded_free(rows, n);
+	store_rollback(s);
+	return st;
 }
 
 enum status

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "sagacache.h"
 #include "store.h"
 
 static char schema[96];
@@ -212,7 +213,7 @@ Test(store_batch, many_rows_per_table_then_an_update_batch)
 		inst[i].steps[0].output.data = out;
 		inst[i].steps[0].output.len = sizeof(out);
 		inst[i].steps[0].dirty = true;
-		store_queue_update_saga(db, &inst[i], 1);
+		store_queue_update_saga(db, &def, &inst[i], "", 1);
 		store_queue_steps(db, &def, &inst[i]);
 	}
 	cr_assert_eq(store_commit(db, err, sizeof(err)), STATUS_OK, "%s", err);
@@ -223,7 +224,7 @@ Test(store_batch, many_rows_per_table_then_an_update_batch)
 		inst[i].steps[0].output.len = 0;
 		inst[i].steps[0].output.data = NULL;
 		inst[i].steps[0].dirty = true;
-		store_queue_update_saga(db, &inst[i], 0);
+		store_queue_update_saga(db, &def, &inst[i], "", 0);
 		store_queue_steps(db, &def, &inst[i]);
 	}
 	cr_assert_eq(store_commit(db, err, sizeof(err)), STATUS_OK, "%s", err);
@@ -294,7 +295,7 @@ update_wake(struct saga_inst *inst, int64_t ahead_ms)
 	cr_assert_eq(store_batch_begin(db, err, sizeof(err)), STATUS_OK, "%s", err);
 	inst->seq++;
 	inst->wake_at_ms = ahead_ms > 0 ? now_ms + ahead_ms : 0;
-	store_queue_update_saga(db, inst, 1);
+	store_queue_update_saga(db, &def, inst, "", 1);
 	cr_assert_eq(store_commit(db, err, sizeof(err)), STATUS_OK, "%s", err);
 }
 
@@ -326,4 +327,100 @@ Test(store_batch, a_stored_wake_up_still_ahead_and_earlier_is_kept_never_a_later
 	update_wake(&inst, 0);
 	cr_assert_str_eq(stored_wake(), "");
 	cr_assert_str_eq(harness_sql(schema, "SELECT seq FROM saga_instance"), "5");
+}
+
+/* Lock-free reads of the cache: load one saga in a new transaction. */
+static void
+load_one(const char *id, struct store_loaded **rows, int *n)
+{
+	char err[512];
+	int64_t now_ms = 0;
+	const char *ids[1] = {id};
+
+	cr_assert_eq(store_begin_load(db, ids, 1, &now_ms, rows, n, err, sizeof(err)), STATUS_OK,
+	             "%s", err);
+	cr_assert_eq(*n, 1);
+	cr_assert_eq(store_batch_begin(db, err, sizeof(err)), STATUS_OK, "%s", err);
+}
+
+Test(store_batch, a_cached_saga_is_used_while_its_row_is_unchanged_and_read_back_after)
+{
+	struct sagacache *cache;
+	struct saga_inst inst;
+	struct store_loaded *rows = NULL;
+	uint8_t out[] = {5, 6};
+	char err[512];
+	int n = 0;
+
+	cr_assert_eq(sagacache_new(16, &cache), STATUS_OK);
+	store_set_cache(db, cache);
+	begin_batch();
+	new_inst(&inst, 21);
+	inst.steps[0].state = STEP_SUCCEEDED;
+	inst.steps[0].output.data = out;
+	inst.steps[0].output.len = sizeof(out);
+	store_queue_insert_saga(db, &def, &inst, NULL, NULL);
+	store_queue_steps(db, &def, &inst);
+	cr_assert_eq(store_commit(db, err, sizeof(err)), STATUS_OK, "%s", err);
+	cr_assert(sagacache_has(cache, inst.id));
+
+	/* Taken from the cache: the version our commit gave the row, the state as written. */
+	load_one(inst.id, &rows, &n);
+	cr_assert_str_eq(rows[0].version,
+	                 harness_sql(schema, "SELECT xmin::text FROM saga_instance"));
+	cr_assert_str_eq(rows[0].def_name, "batch");
+	cr_assert_eq(rows[0].inst.seq, 1);
+	cr_assert_eq(rows[0].inst.steps[0].state, STEP_SUCCEEDED);
+	cr_assert_eq(rows[0].inst.steps[0].output.len, 2);
+	cr_assert_eq(rows[0].inst.steps[0].output.data[1], 6);
+	rows[0].inst.seq = 2;
+	store_queue_update_saga(db, &def, &rows[0].inst, rows[0].version, 1);
+	cr_assert_eq(store_commit(db, err, sizeof(err)), STATUS_OK, "%s", err);
+	store_loaded_free(rows, n);
+	cr_assert_str_eq(harness_sql(schema, "SELECT seq FROM saga_instance"), "2");
+
+	/* Another writer (a second sagad, an operator) changes the saga. */
+	harness_sql(schema, "UPDATE saga_instance SET last_error = 'changed elsewhere', seq = 5");
+	load_one(inst.id, &rows, &n);
+	cr_assert_neq(rows[0].version[0], '\0', "still served from the cache");
+	rows[0].inst.seq = 3;
+	store_queue_update_saga(db, &def, &rows[0].inst, rows[0].version, 1);
+	store_queue_steps(db, &def, &rows[0].inst);
+	/* The stale copy writes nothing: the whole batch fails, to be applied again. */
+	cr_assert_eq(store_commit(db, err, sizeof(err)), STATUS_DB_RETRY, "%s", err);
+	cr_assert(strstr(err, "version conflict") != NULL, "%s", err);
+	store_loaded_free(rows, n);
+	cr_assert_str_eq(harness_sql(schema, "SELECT seq || ' ' || last_error FROM saga_instance"),
+	                 "5 changed elsewhere");
+	cr_assert_not(sagacache_has(cache, inst.id), "forgotten after the conflict");
+
+	/* Read back under its row lock: what the other writer left, then cached again. */
+	load_one(inst.id, &rows, &n);
+	cr_assert_str_eq(rows[0].version, "");
+	cr_assert_eq(rows[0].inst.seq, 5);
+	cr_assert_str_eq(rows[0].inst.last_error, "changed elsewhere");
+	cr_assert_eq(rows[0].inst.steps[0].output.len, 2);
+	rows[0].inst.seq = 6;
+	store_queue_update_saga(db, &def, &rows[0].inst, rows[0].version, 1);
+	cr_assert_eq(store_commit(db, err, sizeof(err)), STATUS_OK, "%s", err);
+	store_loaded_free(rows, n);
+	cr_assert(sagacache_has(cache, inst.id));
+	load_one(inst.id, &rows, &n);
+	cr_assert_neq(rows[0].version[0], '\0');
+	cr_assert_eq(rows[0].inst.seq, 6);
+	store_loaded_free(rows, n);
+	store_rollback(db);
+
+	/* A rolled-back batch leaves the entry as it was. */
+	load_one(inst.id, &rows, &n);
+	rows[0].inst.seq = 7;
+	store_queue_update_saga(db, &def, &rows[0].inst, rows[0].version, 1);
+	store_rollback(db);
+	store_loaded_free(rows, n);
+	load_one(inst.id, &rows, &n);
+	cr_assert_eq(rows[0].inst.seq, 6);
+	store_loaded_free(rows, n);
+	store_rollback(db);
+	store_set_cache(db, NULL);
+	sagacache_free(cache);
 }
