@@ -28,7 +28,7 @@ Test(config, defaults_are_loaded_from_the_table)
 	cr_assert_str_eq(cfg.subject_prefix, "saga");
 	cr_assert_str_eq(cfg.stream_prefix, "SAGA");
 	cr_assert_eq(cfg.stream_max_bytes, INT64_C(1024) * 1024 * 1024);
-	cr_assert_eq(cfg.stream_dup_window_ms, 10 * 60 * 1000);
+	cr_assert_eq(cfg.stream_dup_window_ms, 2 * 60 * 1000);
 	cr_assert_eq(cfg.consumer_ack_wait_ms, 30 * 1000);
 	cr_assert_eq(cfg.stream_replicas, 1);
 	cr_assert_eq(cfg.stream_discard, 0, "default discard policy is new (backpressure)");
