@@ -55,12 +55,22 @@ cmp_id(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* The loaded saga id (rows are sorted by id: store_begin_load), or NULL. */
 static struct store_loaded *
 find_loaded(struct store_loaded *rows, int n, const char *id)
 {
-	for (int i = 0; i < n; i++) {
-		if (strcmp(rows[i].inst.id, id) == 0)
-			return &rows[i];
+	int lo = 0, hi = n - 1;
+
+	while (lo <= hi) {
+		int mid = lo + (hi - lo) / 2;
+		int c = strcmp(rows[mid].inst.id, id);
+
+		if (c == 0)
+			return &rows[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
 	}
 	return NULL;
 }

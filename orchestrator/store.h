@@ -143,10 +143,13 @@ enum status store_load_due(struct store *s, int limit, int64_t hold_back_ms,
 void store_loaded_free(struct store_loaded *rows, int n);
 
 /*
- * BEGIN, read the clock, and lock and load the sagas with the given ids (in
- * id order, so concurrent batches cannot deadlock) with their steps: one
- * round trip (a pipeline). Ids that do not exist are simply absent. On
- * failure nothing stays open.
+ * BEGIN, read the clock, and lock and load the sagas with the given ids
+ * (unique; in id order) with their steps: one round trip (a pipeline). Sagas
+ * in the saga cache are taken from there instead, with their version (see
+ * struct store_loaded; their rows are locked by the update, in any order, so
+ * two sagad processes may deadlock: PostgreSQL breaks it, STATUS_DB_RETRY).
+ * *out is a new array sorted by id; ids that do not exist are simply absent.
+ * On failure nothing stays open.
  */
 enum status store_begin_load(struct store *s, const char *const *ids, int n_ids, int64_t *now_ms,
                              struct store_loaded **out, int *n_out, char *err,
