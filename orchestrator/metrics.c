@@ -91,8 +91,6 @@ metrics_observe_plan(const struct saga_inst *inst, const struct plan *plan, int6
 		return;
 	if (plan->event == EV_STEP_TIMEOUT)
 		metrics_add(M_TIMEOUTS, 1);
-	if (plan->dead_letter)
-		metrics_add(M_DEAD_LETTERS, 1);
 	for (int i = 0; i < plan->n_events; i++) {
 		switch (plan->events[i].type) {
 		case LC_STEP_RETRYING:
@@ -239,7 +237,10 @@ metrics_render(const struct metrics_gauges *g, char **out, size_t *len)
 		put(&t, "sagad_sagas_ended_total{state=\"%s\"} %llu\n", ended[i].state,
 		    (unsigned long long)metrics_get(ended[i].c));
 	put_counter(&t, "sagad_transitions_total", "Saga transitions recorded.", "", M_TRANSITIONS);
-	put_counter(&t, "sagad_dead_letters_total", "Dead letters raised.", "", M_DEAD_LETTERS);
+	put_counter(&t, "sagad_dead_letters_total",
+	            "Dead letters recorded (committed rows of saga_dead_letter: failed sagas,"
+	            " bad replies and submits, unpublishable outbox rows).",
+	            "", M_DEAD_LETTERS);
 	put_counter(&t, "sagad_retries_total", "Step attempts scheduled for a retry.", "",
 	            M_RETRIES);
 	put_counter(&t, "sagad_compensations_total", "Sagas that began compensating.", "",

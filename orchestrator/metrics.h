@@ -24,7 +24,7 @@ enum metric_counter {
 	M_REPLIES_DUPLICATE,           /* duplicate replies */
 	M_REPLIES_STALE,               /* stale replies */
 	M_REPLIES_LATE,                /* replies after the saga ended */
-	M_DEAD_LETTERS,                /* dead letters raised */
+	M_DEAD_LETTERS,                /* dead letters recorded (counted by the store at commit) */
 	M_RETRIES,                     /* attempts scheduled for retry */
 	M_COMPENSATIONS,               /* sagas that began compensating */
 	M_SAGAS_COMPLETED,             /* sagas completed */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics.h"
 #include "pg_array.h"
 #include "store.h"
 #include "store_int.h"
@@ -521,6 +522,8 @@ store_commit(struct store *s, char *err, size_t errlen)
 	enum status st = STATUS_OK;
 	int sent = 0, outbox_query = -1, results = 0;
 	int version_query[2] = {-1, -1};
+	int dead_query = -1;
+	long dead_letters = 0; /* rows the dead-letter insert added (not the known ones) */
 
 	if (!s->in_batch)
 		return store_exec(s, "COMMIT", err, errlen);
@@ -559,6 +562,8 @@ store_commit(struct store *s, char *err, size_t errlen)
 			outbox_query = sent;
 		else if (t == STORE_T_INS_SAGA || t == STORE_T_UPD_SAGA)
 			version_query[t == STORE_T_UPD_SAGA] = sent;
+		else if (t == STORE_T_INS_DEAD_LETTER)
+			dead_query = sent;
 		sent++;
 	}
 	if (PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
@@ -589,6 +594,8 @@ store_commit(struct store *s, char *err, size_t errlen)
 			             : store_status_from_result(res, s->conn);
 			store_set_err(err, errlen, "batch write", PQresultErrorMessage(res));
 		}
+		if (results == dead_query && PQresultStatus(res) == PGRES_COMMAND_OK)
+			dead_letters = strtol(PQcmdTuples(res), NULL, 10);
 		if (results == outbox_query && s->keep_outbox &&
 		    PQresultStatus(res) == PGRES_TUPLES_OK)
 			outbox = res;
@@ -613,6 +620,7 @@ store_commit(struct store *s, char *err, size_t errlen)
 		store_unstage(s, 1);
 		return st;
 	}
+	metrics_add(M_DEAD_LETTERS, (uint64_t)dead_letters);
 	cache_committed(s, versions, 2);
 	PQclear(versions[0]);
 	PQclear(versions[1]);

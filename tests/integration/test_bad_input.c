@@ -789,6 +789,17 @@ Test(bad_input, every_bad_reply_becomes_one_dead_letter_with_its_reason)
 	expect_each_dead_letter_once();
 	cr_expect_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_dead_letter"), cases,
 	             "one dead letter per bad reply");
+	{
+		/* Counted once each where operators alert: sagad_dead_letters_total. */
+		static char metrics[1 << 16];
+		char want[96];
+
+		cr_assert_eq(flow_http(flow_http_port(&f, sagad), "GET", "/metrics", NULL, NULL,
+		                       metrics, sizeof(metrics)),
+		             200);
+		snprintf(want, sizeof(want), "\nsagad_dead_letters_total %d\n", cases);
+		cr_expect(strstr(metrics, want) != NULL, "no \"%s\" in\n%s", want + 1, metrics);
+	}
 	/* Each one was terminated in its stream: nothing waits for a redelivery. */
 	cr_assert_eq(bus_consumer_stats(f.bus, BUS_STREAM_REPLY, &cs, err, sizeof(err)), STATUS_OK);
 	cr_expect_eq(cs.num_pending, 0);
