@@ -170,6 +170,10 @@ static const struct setting settings[] = {
         {"http_listen", SETTING_STRING, F(http_listen), "127.0.0.1:8780", 0, 0, NULL,
          valid_nonempty, false, "SAGAD_HTTP_LISTEN",
          "HTTP API address HOST:PORT (port 0 = any free port), or \"off\""},
+        {"http_token_file", SETTING_STRING, F(http_token_file), "", 0, 0, NULL, NULL, false,
+         "SAGAD_HTTP_TOKEN_FILE",
+         "file holding the bearer token every HTTP request but /healthz and /readyz must carry "
+         "(Authorization: Bearer ...); empty = no authentication"},
         {"breaker_failures", SETTING_INT, F(breaker_failures), "20", 0, 100000, NULL, NULL, false,
          "SAGAD_BREAKER_FAILURES",
          "consecutive failed attempts (retryable failures, timeouts) to one subject that open its "

@@ -50,6 +50,7 @@ struct config {
 	int64_t relay_batch;          /* outbox rows published per relay pass */
 	int64_t timer_interval_ms;    /* how often due timers are polled when idle */
 	char *http_listen;            /* HTTP API address "HOST:PORT" or "off" */
+	char *http_token_file;        /* file with the HTTP API's bearer token; "" = none */
 	int64_t breaker_failures;     /* consecutive failures that open a circuit; 0 = off */
 	int64_t breaker_cooldown_ms;  /* how long an open circuit holds retries */
 	char *fail_point;             /* fault injection: crash point name, or "off" */

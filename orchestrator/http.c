@@ -1,8 +1,9 @@
 /*
  * The HTTP API of sagad (libmicrohttpd, one internal thread with its own
  * PostgreSQL connection): POST /v1/sagas/{name}, GET /v1/sagas/{id},
- * GET /metrics, GET /healthz, GET /readyz. The only module that includes
- * microhttpd.h and jansson.h.
+ * GET /metrics, GET /healthz, GET /readyz; with http_token_file set, every
+ * request but the two health checks must carry that bearer token. The only
+ * module that includes microhttpd.h and jansson.h.
  */
 #include "http.h"
 
@@ -13,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "codec.h"
 #include "log.h"
@@ -30,7 +33,12 @@ struct http {
 	struct store *db;         /* this thread's connection; NULL until needed / after a loss */
 	struct MHD_Daemon *mhd;   /* the server */
 	int port;                 /* bound port */
+	char *token;              /* bearer token asked for, or NULL (no authentication) */
+	size_t token_len;         /* its length */
 };
+
+/* Longest token file read (a token is a line of text). */
+#define TOKEN_MAX 4096
 
 /* Per-request state: the body collected so far. */
 struct request {
@@ -277,6 +285,28 @@ get_ready(struct http *h, struct MHD_Connection *c)
 	                    out, NULL, NULL);
 }
 
+/*
+ * Whether the request carries "Authorization: Bearer <the token>". The
+ * comparison takes the same time wherever the first difference is.
+ */
+static int
+authorized(const struct http *h, struct MHD_Connection *c)
+{
+	const char *v =
+	        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	unsigned char diff = 0;
+	size_t n;
+
+	if (v == NULL || strncasecmp(v, "Bearer ", 7) != 0)
+		return 0;
+	v += 7;
+	n = strlen(v);
+	diff = (unsigned char)(n != h->token_len);
+	for (size_t i = 0; i < h->token_len; i++)
+		diff |= (unsigned char)(h->token[i] ^ (i < n ? v[i] : 0));
+	return diff == 0;
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
            const char *version, const char *upload_data, size_t *upload_size, void **state)
@@ -317,6 +347,13 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	/* Probes stay open: they tell whether sagad runs, nothing about its sagas. */
+	if (h->token != NULL && strcmp(url, "/healthz") != 0 && strcmp(url, "/readyz") != 0 &&
+	    !authorized(h, c))
+		return respond_json(c, MHD_HTTP_UNAUTHORIZED,
+		                    json_pack("{s:s}", "error",
+		                              "this endpoint wants Authorization: Bearer <token>"),
+		                    "WWW-Authenticate", "Bearer realm=\"sagad\"");
 	if (strncmp(url, "/v1/sagas/", 10) == 0 && strchr(url + 10, '/') == NULL &&
 	    url[10] != '\0') {
 		if (is_post) {
@@ -374,6 +411,52 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 	log_warn("http: %s", line);
 }
 
+/* Read the bearer token from path (surrounding white space dropped); NULL on failure (err says why). */
+static char *
+read_token(const char *path, size_t *len, char *err, size_t errlen)
+{
+	FILE *fp = fopen(path, "r");
+	struct stat sb;
+	char *buf, *start;
+	size_t n;
+
+	if (fp == NULL) {
+		snprintf(err, errlen, "http_token_file %s: cannot read it", path);
+		return NULL;
+	}
+	if (fstat(fileno(fp), &sb) == 0 && (sb.st_mode & 077) != 0)
+		log_warn("http_token_file %s can be read by other users (mode %03o)", path,
+		         (unsigned)(sb.st_mode & 0777));
+	buf = calloc(1, TOKEN_MAX + 2);
+	if (buf == NULL) {
+		fclose(fp);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	n = fread(buf, 1, TOKEN_MAX + 1, fp);
+	fclose(fp);
+	if (n > TOKEN_MAX) {
+		free(buf);
+		snprintf(err, errlen, "http_token_file %s: longer than %d bytes", path, TOKEN_MAX);
+		return NULL;
+	}
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+	                 buf[n - 1] == '\t'))
+		buf[--n] = '\0';
+	start = buf + strspn(buf, " \t\r\n");
+	n -= (size_t)(start - buf);
+	memmove(buf, start, n + 1);
+	if (n == 0 || strlen(buf) != n || strpbrk(buf, " \t\r\n") != NULL) {
+		free(buf);
+		snprintf(err, errlen,
+		         "http_token_file %s: want one token (printable, no spaces), found %s",
+		         path, n == 0 ? "none" : "more");
+		return NULL;
+	}
+	*len = n;
+	return buf;
+}
+
 enum status
 http_start(struct http **out, const struct config *cfg, struct bus *bus, char *err, size_t errlen)
 {
@@ -404,6 +487,13 @@ http_start(struct http **out, const struct config *cfg, struct bus *bus, char *e
 	}
 	h->cfg = cfg;
 	h->bus = bus;
+	if (cfg->http_token_file[0] != '\0') {
+		h->token = read_token(cfg->http_token_file, &h->token_len, err, errlen);
+		if (h->token == NULL) {
+			free(h);
+			return STATUS_CONFIG;
+		}
+	}
 	h->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL,
 	                          NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
 	                          MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
@@ -413,12 +503,14 @@ http_start(struct http **out, const struct config *cfg, struct bus *bus, char *e
 	if (h->mhd == NULL) {
 		snprintf(err, errlen, "http_listen %s: cannot listen (port in use?)",
 		         cfg->http_listen);
+		free(h->token);
 		free(h);
 		return STATUS_CONFIG;
 	}
 	info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
 	h->port = info != NULL ? info->port : (int)port;
-	log_info("http listening on %s:%d", host, h->port);
+	log_info("http listening on %s:%d%s", host, h->port,
+	         h->token != NULL ? " (bearer token required)" : "");
 	*out = h;
 	return STATUS_OK;
 }
@@ -430,6 +522,9 @@ http_stop(struct http *h)
 		return;
 	MHD_stop_daemon(h->mhd);
 	store_close(h->db);
+	if (h->token != NULL)
+		explicit_bzero(h->token, h->token_len);
+	free(h->token);
 	free(h);
 }
 

@@ -274,3 +274,89 @@ Test(http, sigterm_under_load_answers_what_it_took_and_loses_nothing, .timeout =
 	             0);
 	(void)unanswered;
 }
+
+/* Write text to a new file of mode 0600; path receives its name. */
+static void
+write_token_file(char *path, size_t pathlen, const char *text)
+{
+	int fd;
+
+	snprintf(path, pathlen, "/tmp/sagad-token-XXXXXX");
+	fd = mkstemp(path);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+Test(http, with_a_token_file_every_endpoint_but_the_probes_wants_the_bearer_token)
+{
+	char token_file[64], env[128];
+	const char *extra[] = {env, NULL};
+	int port, code;
+
+	write_token_file(token_file, sizeof(token_file), "  s3cret-token-42\n");
+	snprintf(env, sizeof(env), "SAGAD_HTTP_TOKEN_FILE=%s", token_file);
+	flow_setup(&f, "t_http_auth");
+	flow_define(&f, order_yaml);
+	port = flow_http_port(&f, flow_start_sagad(&f, extra));
+
+	/* No token, another scheme, a wrong one, a longer one, a prefix of it: 401. */
+	code = flow_http(port, "POST", "/v1/sagas/order", NULL, "{}", out, sizeof(out));
+	cr_assert_eq(code, 401, "%s", out);
+	cr_assert(strstr(out, "WWW-Authenticate: Bearer realm=\"sagad\"") != NULL, "%s", out);
+	code = flow_http(port, "POST", "/v1/sagas/order", "Authorization: Basic czNjcmV0\r\n", "{}",
+	                 out, sizeof(out));
+	cr_assert_eq(code, 401, "%s", out);
+	code = flow_http(port, "POST", "/v1/sagas/order",
+	                 "Authorization: Bearer s3cret-token-43\r\n", "{}", out, sizeof(out));
+	cr_assert_eq(code, 401, "%s", out);
+	code = flow_http(port, "POST", "/v1/sagas/order",
+	                 "Authorization: Bearer s3cret-token-42x\r\n", "{}", out, sizeof(out));
+	cr_assert_eq(code, 401, "%s", out);
+	code = flow_http(port, "GET", "/metrics", "Authorization: Bearer s3cret\r\n", NULL, out,
+	                 sizeof(out));
+	cr_assert_eq(code, 401, "%s", out);
+	cr_assert_eq(flow_sql_long(&f, "SELECT count(*) FROM saga_instance"), 0,
+	             "a refused request started a saga");
+
+	/* The token (white space around it in the file does not count): served. */
+	code = flow_http(port, "POST", "/v1/sagas/order",
+	                 "Authorization: bearer s3cret-token-42\r\n", "{}", out, sizeof(out));
+	cr_assert_eq(code, 202, "%s", out);
+	code = flow_http(port, "GET", "/metrics", "Authorization: Bearer s3cret-token-42\r\n", NULL,
+	                 out, sizeof(out));
+	cr_assert_eq(code, 200, "%s", out);
+	/* The probes need none. */
+	cr_assert_eq(flow_http(port, "GET", "/healthz", NULL, NULL, out, sizeof(out)), 200, "%s",
+	             out);
+	code = flow_http(port, "GET", "/readyz", NULL, NULL, out, sizeof(out));
+	cr_assert(code == 200 || code == 503, "%d %s", code, out);
+	unlink(token_file);
+}
+
+Test(http, an_empty_or_unreadable_token_file_stops_sagad_at_start)
+{
+	static const char *const texts[] = {"", "\n  \n", "two tokens\n"};
+	const char *argv[] = {harness_bin("SAGAD_BIN"), "run", NULL};
+	char token_file[64], env[128];
+	const char *extra[] = {env, NULL};
+	const char *full[48];
+
+	flow_setup(&f, "t_http_badtok");
+	for (size_t i = 0; i <= sizeof(texts) / sizeof(texts[0]); i++) {
+		int rc;
+
+		if (i < sizeof(texts) / sizeof(texts[0]))
+			write_token_file(token_file, sizeof(token_file), texts[i]);
+		else
+			snprintf(token_file, sizeof(token_file), "/nonexistent/sagad-token");
+		snprintf(env, sizeof(env), "SAGAD_HTTP_TOKEN_FILE=%s", token_file);
+		/* Everything sagad needs to get as far as its HTTP API, as the tests' sagad. */
+		flow_env_as(&f, "sagad", full, sizeof(full) / sizeof(full[0]), extra);
+		rc = harness_run(argv, full, out, sizeof(out), 30000);
+		cr_assert_neq(rc, 0, "case %zu: sagad ran with a bad token file: %s", i, out);
+		cr_assert(strstr(out, "http_token_file") != NULL, "case %zu: %s", i, out);
+		if (i < sizeof(texts) / sizeof(texts[0]))
+			unlink(token_file);
+	}
+}
