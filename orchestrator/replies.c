@@ -55,24 +55,18 @@ cmp_id(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* bsearch key comparator: a saga id against a loaded saga. */
+static int
+cmp_id_loaded(const void *id, const void *row)
+{
+	return strcmp(id, ((const struct store_loaded *)row)->inst.id);
+}
+
 /* The loaded saga id (rows are sorted by id: store_begin_load), or NULL. */
 static struct store_loaded *
 find_loaded(struct store_loaded *rows, int n, const char *id)
 {
-	int lo = 0, hi = n - 1;
-
-	while (lo <= hi) {
-		int mid = lo + (hi - lo) / 2;
-		int c = strcmp(rows[mid].inst.id, id);
-
-		if (c == 0)
-			return &rows[mid];
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid - 1;
-	}
-	return NULL;
+	return bsearch(id, rows, (size_t)n, sizeof(*rows), cmp_id_loaded);
 }
 
 /*

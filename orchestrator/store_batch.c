@@ -457,24 +457,21 @@ cmp_staged(const void *a, const void *b)
 	              sagacache_entry_id(*(struct sagacache_entry *const *)b));
 }
 
+/* bsearch key comparator: a saga id against a staged entry. */
+static int
+cmp_id_staged(const void *id, const void *e)
+{
+	return strcmp(id, sagacache_entry_id(*(struct sagacache_entry *const *)e));
+}
+
 /* The index of saga id among the staged (sorted by id), or -1. */
 static int
 find_staged(const struct store *s, const char *id)
 {
-	int lo = 0, hi = s->n_staged - 1;
+	struct sagacache_entry **hit =
+	        bsearch(id, s->staged, (size_t)s->n_staged, sizeof(*s->staged), cmp_id_staged);
 
-	while (lo <= hi) {
-		int mid = lo + (hi - lo) / 2;
-		int c = strcmp(sagacache_entry_id(s->staged[mid]), id);
-
-		if (c == 0)
-			return mid;
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid - 1;
-	}
-	return -1;
+	return hit != NULL ? (int)(hit - s->staged) : -1;
 }
 
 /* Committed: each saga row written (id, xmin) puts its staged copy in the cache. */
