@@ -66,7 +66,8 @@ cmp_id_loaded(const void *id, const void *row)
 static struct store_loaded *
 find_loaded(struct store_loaded *rows, int n, const char *id)
 {
-	return bsearch(id, rows, (size_t)n, sizeof(*rows), cmp_id_loaded);
+	/* No rows: rows may be NULL, which bsearch must not be given. */
+	return n > 0 ? bsearch(id, rows, (size_t)n, sizeof(*rows), cmp_id_loaded) : NULL;
 }
 
 /*

@@ -468,8 +468,9 @@ cmp_id_staged(const void *id, const void *e)
 static int
 find_staged(const struct store *s, const char *id)
 {
-	struct sagacache_entry **hit =
-	        bsearch(id, s->staged, (size_t)s->n_staged, sizeof(*s->staged), cmp_id_staged);
+	struct sagacache_entry **hit = s->n_staged > 0 ? bsearch(id, s->staged, (size_t)s->n_staged,
+	                                                         sizeof(*s->staged), cmp_id_staged)
+	                                               : NULL;
 
 	return hit != NULL ? (int)(hit - s->staged) : -1;
 }
